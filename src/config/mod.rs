@@ -1,0 +1,231 @@
+//! Configuration: `config/wagate.toml`, overridden by `WAGATE_<SECTION>__<KEY>`
+//! environment variables, validated once at start-up.
+//!
+//! The key names of DESIGN.md's contract table (`listen.proxy`,
+//! `upstream.base_url`, `store.redis_url`, `admin.token`, `webhook.*`,
+//! `health.access_token`) are fixed: operators script against them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod secret;
+
+pub use secret::Secret;
+
+/// The whole configuration. Every section has defaults, so an empty file (or
+/// no file) is a valid configuration that runs on the embedded store.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen addresses.
+    pub listen: Listen,
+    /// The Graph API the proxy forwards to.
+    pub upstream: Upstream,
+    /// Bounds on what a client may make the gateway hold.
+    pub limits: Limits,
+    /// Process-level settings: runtime threads and shutdown.
+    pub server: Server,
+    /// Logging.
+    pub log: Log,
+    /// Where breaker state lives.
+    pub store: Store,
+    /// The admin API.
+    pub admin: Admin,
+    /// Meta's webhooks.
+    pub webhook: Webhook,
+    /// Health Status API polling.
+    pub health: Health,
+}
+
+/// `[listen]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Where integrations send Graph API calls. Default `0.0.0.0:8080`.
+    pub proxy: SocketAddr,
+    /// Metrics, health checks and the admin API. Default `127.0.0.1:9090`:
+    /// loopback, because the admin API can open and close breakers.
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            proxy: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// Scheme and authority of the Graph API, for example
+    /// `https://graph.facebook.com`. No path: the client's path is kept as is.
+    pub base_url: String,
+    /// How long to wait for a TCP (and TLS) connection to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for the upstream's response headers once the request
+    /// is sent; past it the client gets a 504. Media uploads of tens of MiB
+    /// stream within this time, hence the generous default of 60s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept to the upstream.
+    pub pool_max_idle: usize,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            base_url: "https://graph.facebook.com".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle: 256,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body in bytes; larger ones get a 413. Meta accepts
+    /// media uploads up to 100 MiB (documents), so the default is 100 MiB.
+    pub max_body_bytes: u64,
+    /// Requests in flight at once; past it new requests get a 503 with
+    /// `Retry-After` rather than queueing inside the gateway.
+    pub max_in_flight: usize,
+    /// How much of a non-2xx send response is read to find Meta's error code.
+    /// Meta's error bodies are a few hundred bytes.
+    pub inspect_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 100 * 1024 * 1024,
+            max_in_flight: 10_000,
+            inspect_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish
+    /// before the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `pretty` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A `tracing` filter, for example `info` or `wagate=debug,info`.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// Redis URL(s). Empty: the embedded store (one replica only).
+    pub redis_url: Secret,
+    /// The embedded store's file.
+    pub path: PathBuf,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            redis_url: Secret::default(),
+            path: PathBuf::from("wagate-breakers.json"),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Bearer token for admin changes. Empty: changes are disabled.
+    pub token: Secret,
+}
+
+/// `[webhook]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhook {
+    /// Path on the proxy listener that Meta's webhooks are sent to.
+    pub path: String,
+    /// App secret(s) that sign webhooks, comma-separated for several apps.
+    pub app_secret: Secret,
+    /// Token for Meta's verification handshake.
+    pub verify_token: Secret,
+    /// The integration's webhook URL. Empty: inspect, then answer 200.
+    pub forward_url: String,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Self {
+            path: "/webhooks/whatsapp".to_owned(),
+            app_secret: Secret::default(),
+            verify_token: Secret::default(),
+            forward_url: String::new(),
+        }
+    }
+}
+
+/// `[health]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Token for Health Status API polls. Empty: the last token seen for that
+    /// number.
+    pub access_token: Secret,
+}

@@ -11,13 +11,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod base_url;
+pub(crate) mod duration;
+mod redis_url;
 mod secret;
 
+#[cfg(test)]
+mod tests;
+
+pub use base_url::{BaseUrl, BaseUrlError};
+pub use redis_url::RedisUrl;
 pub use secret::Secret;
 
 /// The whole configuration. Every section has defaults, so an empty file (or
 /// no file) is a valid configuration that runs on the embedded store.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Listen addresses.
@@ -41,7 +49,7 @@ pub struct Config {
 }
 
 /// `[listen]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
     /// Where integrations send Graph API calls. Default `0.0.0.0:8080`.
@@ -61,22 +69,23 @@ impl Default for Listen {
 }
 
 /// `[upstream]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstream {
     /// Scheme and authority of the Graph API, for example
     /// `https://graph.facebook.com`. No path: the client's path is kept as is.
-    pub base_url: String,
+    /// Checked when the config is read (see [`BaseUrl`]).
+    pub base_url: BaseUrl,
     /// How long to wait for a TCP (and TLS) connection to the upstream.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// How long to wait for the upstream's response headers once the request
     /// is sent; past it the client gets a 504. Media uploads of tens of MiB
     /// stream within this time, hence the generous default of 60s.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept to the upstream.
     pub pool_max_idle: usize,
@@ -85,7 +94,7 @@ pub struct Upstream {
 impl Default for Upstream {
     fn default() -> Self {
         Self {
-            base_url: "https://graph.facebook.com".to_owned(),
+            base_url: BaseUrl::default(),
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
@@ -94,8 +103,16 @@ impl Default for Upstream {
     }
 }
 
+impl Upstream {
+    /// The upstream as a URI (scheme, authority, path `/`). Always valid:
+    /// [`BaseUrl`] cannot hold anything else.
+    pub fn uri(&self) -> &http::Uri {
+        self.base_url.uri()
+    }
+}
+
 /// `[limits]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body in bytes; larger ones get a 413. Meta accepts
@@ -120,14 +137,14 @@ impl Default for Limits {
 }
 
 /// `[server]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// Runtime worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
     /// On SIGTERM or SIGINT, how long in-flight requests may take to finish
     /// before the process exits anyway.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub drain_timeout: Duration,
 }
 
@@ -141,7 +158,7 @@ impl Default for Server {
 }
 
 /// `[log]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// `pretty` for people, `json` for log pipelines.
@@ -170,11 +187,13 @@ pub enum LogFormat {
 }
 
 /// `[store]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
-    /// Redis URL(s). Empty: the embedded store (one replica only).
-    pub redis_url: Secret,
+    /// Redis URL(s). Empty: the embedded store (one replica only). Several,
+    /// comma-separated, are Redis Cluster seed nodes. Printed with passwords
+    /// hidden (see [`RedisUrl`]).
+    pub redis_url: RedisUrl,
     /// The embedded store's file.
     pub path: PathBuf,
 }
@@ -182,14 +201,14 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         Self {
-            redis_url: Secret::default(),
+            redis_url: RedisUrl::default(),
             path: PathBuf::from("wagate-breakers.json"),
         }
     }
 }
 
 /// `[admin]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Bearer token for admin changes. Empty: changes are disabled.
@@ -197,7 +216,7 @@ pub struct Admin {
 }
 
 /// `[webhook]`
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Webhook {
     /// Path on the proxy listener that Meta's webhooks are sent to.
@@ -222,7 +241,7 @@ impl Default for Webhook {
 }
 
 /// `[health]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Health {
     /// Token for Health Status API polls. Empty: the last token seen for that

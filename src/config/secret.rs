@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A secret config value (tokens, app secrets, URLs with passwords).
@@ -45,6 +46,55 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Self)
+        d.deserialize_string(OpaqueString).map(Self)
+    }
+}
+
+/// Deserializes a string and nothing else, and never quotes the rejected
+/// value: serde's usual "invalid type: integer `12345`" would print a token
+/// that was written without quotes into the error, and errors reach logs.
+pub(super) struct OpaqueString;
+
+impl OpaqueString {
+    fn reject<E: de::Error>(what: &str) -> E {
+        E::custom(format_args!(
+            "invalid type: {what}, expected a string (the value is not shown)"
+        ))
+    }
+}
+
+impl Visitor<'_> for OpaqueString {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
+        Err(Self::reject("boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<String, E> {
+        Err(Self::reject("integer"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<String, E> {
+        Err(Self::reject("integer"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
+        Err(Self::reject("float"))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<String, E> {
+        Err(Self::reject("bytes"))
     }
 }

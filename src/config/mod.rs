@@ -13,13 +13,19 @@ use serde::{Deserialize, Serialize};
 
 mod base_url;
 pub(crate) mod duration;
+mod error;
+mod load;
+mod overrides;
 mod redis_url;
 mod secret;
+mod validate;
 
 #[cfg(test)]
 mod tests;
 
 pub use base_url::{BaseUrl, BaseUrlError};
+pub use error::ConfigError;
+pub use load::DEFAULT_PATH;
 pub use redis_url::RedisUrl;
 pub use secret::Secret;
 

@@ -1,48 +1,263 @@
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use super::*;
 
-#[test]
-fn redis_urls_hide_passwords_but_show_hosts() {
-    for (url, shown) in [
-        (
-            "redis://:hunter2@cache:6379",
-            "redis://:<redacted>@cache:6379",
-        ),
-        (
-            "rediss://app:hunter2@cache:6380/1",
-            "rediss://app:<redacted>@cache:6380/1",
-        ),
-        (
-            "redis://hunter2@cache:6379",
-            "redis://<redacted>@cache:6379",
-        ),
-        (
-            "redis://:hun/ter@2@cache:6379",
-            "redis://:<redacted>@cache:6379",
-        ),
-        ("redis://cache:6379", "redis://cache:6379"),
-        (
-            "redis://:hunter2@a:7000, redis://:hunter2@b:7001",
-            "redis://:<redacted>@a:7000,redis://:<redacted>@b:7001",
-        ),
-    ] {
-        let value = RedisUrl::new(url);
-        assert_eq!(value.redacted(), shown);
-        assert_eq!(value.to_string(), shown);
-        assert!(!format!("{value:?}").contains("hunter2"));
-    }
-    let cluster = RedisUrl::new("redis://a:7000, redis://b:7001");
-    assert!(cluster.is_cluster());
-    assert_eq!(cluster.urls(), ["redis://a:7000", "redis://b:7001"]);
+mod env_overrides;
+mod redaction;
+
+fn no_env() -> HashMap<String, String> {
+    HashMap::new()
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, &no_env())
 }
 
 #[test]
-fn base_url_errors_never_quote_the_url() {
-    for url in [
-        "https://user:hunter2@graph.facebook.com",
-        "ftp://:hunter2@graph.facebook.com",
-        "https://graph.facebook.com/hunter2",
-    ] {
-        let err = url.parse::<BaseUrl>().expect_err(url).to_string();
-        assert!(!err.contains("hunter2"), "{err}");
+fn load_reads_the_given_file_and_applies_overrides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wagate.toml");
+    std::fs::write(&path, "[limits]\nmax_in_flight = 7\n").expect("write config");
+    let config = Config::load(
+        Some(&path),
+        &env(&[("WAGATE_LIMITS__MAX_BODY_BYTES", "2048")]),
+    )
+    .expect("loads");
+    assert_eq!(config.limits.max_in_flight, 7);
+    assert_eq!(config.limits.max_body_bytes, 2048);
+}
+
+#[test]
+fn load_of_a_missing_file_names_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("absent.toml");
+    let err = Config::load(Some(&path), &no_env()).expect_err("missing file");
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("absent.toml"), "{err}");
+}
+
+#[test]
+fn empty_text_is_the_defaults() {
+    assert_eq!(parse("").expect("empty parses"), Config::default());
+    assert_eq!(
+        parse("# only a comment\n").expect("comment parses"),
+        Config::default()
+    );
+}
+
+#[test]
+fn defaults_are_the_documented_values() {
+    let c = Config::default();
+    assert_eq!(
+        c.listen.proxy,
+        "0.0.0.0:8080".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(
+        c.listen.admin,
+        "127.0.0.1:9090".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(
+        c.upstream.base_url.to_string(),
+        "https://graph.facebook.com"
+    );
+    assert_eq!(c.upstream.uri().to_string(), "https://graph.facebook.com/");
+    assert!(c.upstream.base_url.is_https());
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.upstream.timeout, Duration::from_secs(60));
+    assert_eq!(c.upstream.pool_idle_timeout, Duration::from_secs(90));
+    assert_eq!(c.upstream.pool_max_idle, 256);
+    assert_eq!(c.limits.max_body_bytes, 100 * 1024 * 1024);
+    assert_eq!(c.limits.max_in_flight, 10_000);
+    assert_eq!(c.limits.inspect_body_bytes, 64 * 1024);
+    assert_eq!(c.server.worker_threads, 0);
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log.format, LogFormat::Pretty);
+    assert_eq!(c.log.level, "info");
+    assert!(c.store.redis_url.is_empty());
+    assert!(c.store.redis_url.urls().is_empty());
+    assert_eq!(
+        c.store.path,
+        std::path::PathBuf::from("wagate-breakers.json")
+    );
+    assert!(c.admin.token.is_empty());
+    assert_eq!(c.webhook.path, "/webhooks/whatsapp");
+    assert!(c.webhook.app_secret.is_empty());
+    assert!(c.webhook.verify_token.is_empty());
+    assert!(c.webhook.forward_url.is_empty());
+    assert!(c.health.access_token.is_empty());
+    // The defaults pass their own validation.
+    assert_eq!(Config::default().validate().expect("defaults valid"), c);
+}
+
+/// Each (config text, key the error must name).
+const REJECTED: &[(&str, &str)] = &[
+    (
+        "[upstream]\nbase_url = \"ftp://graph.example\"",
+        "upstream.base_url",
+    ),
+    (
+        "[upstream]\nbase_url = \"graph.facebook.com\"",
+        "upstream.base_url",
+    ),
+    (
+        "[upstream]\nbase_url = \"https://graph.facebook.com/v21.0\"",
+        "upstream.base_url",
+    ),
+    (
+        "[upstream]\nbase_url = \"https://graph.facebook.com/?x=1\"",
+        "upstream.base_url",
+    ),
+    (
+        "[upstream]\nbase_url = \"https://u:p@graph.facebook.com\"",
+        "upstream.base_url",
+    ),
+    ("[upstream]\nbase_url = \"not a url\"", "upstream.base_url"),
+    ("[upstream]\ntimeout = \"0s\"", "upstream.timeout"),
+    (
+        "[upstream]\nconnect_timeout = \"0ms\"",
+        "upstream.connect_timeout",
+    ),
+    ("[upstream]\ntimeout = \"5 parsecs\"", "upstream.timeout"),
+    ("[upstream]\ntimeout = 30", "upstream.timeout"),
+    ("[upstream]\npool_max_idle = -1", "upstream.pool_max_idle"),
+    ("[server]\ndrain_timeout = \"0s\"", "server.drain_timeout"),
+    ("[limits]\nmax_in_flight = 0", "limits.max_in_flight"),
+    ("[limits]\nmax_body_bytes = 0", "limits.max_body_bytes"),
+    (
+        "[limits]\ninspect_body_bytes = 1023",
+        "limits.inspect_body_bytes",
+    ),
+    (
+        "[limits]\ninspect_body_bytes = 1048577",
+        "limits.inspect_body_bytes",
+    ),
+    ("[limits]\nmax_in_flight = \"many\"", "limits.max_in_flight"),
+    ("[log]\nlevel = \"wagate=[\"", "log.level"),
+    ("[log]\nformat = \"xml\"", "log.format"),
+    ("[listen]\nproxy = \"localhost\"", "listen.proxy"),
+    ("[listen]\nadmin = \"0.0.0.0:8080\"", "listen.admin"),
+    (
+        "[store]\nredis_url = \"http://cache:6379\"",
+        "store.redis_url",
+    ),
+    ("[store]\nredis_url = \"cache:6379\"", "store.redis_url"),
+    ("[store]\nredis_url = \"redis://\"", "store.redis_url"),
+    (
+        "[store]\nredis_url = \"redis://a:6379,,redis://b:6379\"",
+        "store.redis_url",
+    ),
+    (
+        "[store]\nredis_url = \"redis://a:6379,memcache://b:11211\"",
+        "store.redis_url",
+    ),
+    (
+        "[store]\nredis_url = \"redis://cache:6379/zero\"",
+        "store.redis_url",
+    ),
+    ("[store]\npath = \"\"", "store.path"),
+    ("[webhook]\npath = \"/\"", "webhook.path"),
+    ("[webhook]\npath = \"webhooks\"", "webhook.path"),
+    ("[webhook]\npath = \"/hook?x=1\"", "webhook.path"),
+    (
+        "[webhook]\nforward_url = \"ftp://app.example/hook\"",
+        "webhook.forward_url",
+    ),
+    ("[webhook]\nforward_url = \"/hook\"", "webhook.forward_url"),
+    (
+        "[webhook]\nforward_url = \"https://u:p@app.example/hook\"",
+        "webhook.forward_url",
+    ),
+    ("[admin]\ntoken = 12345", "admin.token"),
+];
+
+#[test]
+fn each_rejection_names_its_key() {
+    for (text, key) in REJECTED {
+        let err = parse(text).expect_err(text);
+        assert_eq!(err.key(), Some(*key), "{text:?} gave {err}");
+        assert!(
+            err.to_string().starts_with(&format!("{key}: ")),
+            "{text:?} gave {err}"
+        );
     }
+}
+
+#[test]
+fn boundary_and_alternative_values_are_accepted() {
+    for text in [
+        "[limits]\ninspect_body_bytes = 1024\nmax_in_flight = 1\nmax_body_bytes = 1",
+        "[limits]\ninspect_body_bytes = 1048576",
+        "[upstream]\nbase_url = \"http://127.0.0.1:8081/\"",
+        "[store]\nredis_url = \"redis://cache:6379/2\"",
+        "[store]\nredis_url = \"rediss://:pw@a:6380, redis://b:6379 ,redis://c\"",
+        "[webhook]\npath = \"/wa\"\nforward_url = \"https://app.example/hooks/wa?src=wagate\"",
+        "[log]\nlevel = \"wagate=debug,hyper=warn,info\"\nformat = \"json\"",
+        "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"",
+    ] {
+        parse(text).unwrap_or_else(|e| panic!("{text:?} rejected: {e}"));
+    }
+}
+
+#[test]
+fn upstream_uri_is_scheme_and_authority() {
+    let c = parse("[upstream]\nbase_url = \"http://127.0.0.1:8081\"").expect("parses");
+    assert_eq!(c.upstream.uri().to_string(), "http://127.0.0.1:8081/");
+    assert_eq!(c.upstream.base_url.authority().as_str(), "127.0.0.1:8081");
+    assert_eq!(c.upstream.base_url.scheme().as_str(), "http");
+    assert!(!c.upstream.base_url.is_https());
+}
+
+#[test]
+fn unknown_key_is_rejected_naming_key_and_section() {
+    let err = parse("[upstream]\ntimeout = \"5s\"\nretries = 3").expect_err("unknown key");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("upstream.retries: unknown key `retries`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_section_is_rejected_naming_it() {
+    let err = parse("[upstreams]\ntimeout = \"5s\"").expect_err("unknown section");
+    assert!(
+        err.to_string()
+            .starts_with("upstreams: unknown section `upstreams`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let err = parse("[log]\nformat = \"json\"\nlevel = info\n").expect_err("bad toml");
+    match &err {
+        ConfigError::Syntax { line, column, .. } => assert_eq!((*line, *column), (3, 9), "{err}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("invalid toml at line 3, column 9: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn durations_take_units() {
+    let c = parse("[upstream]\ntimeout = \"250ms\"\nconnect_timeout = \"30s\"\npool_idle_timeout = \"5m\"\n[server]\ndrain_timeout = \"1h 30m\"")
+        .expect("durations parse");
+    assert_eq!(c.upstream.timeout, Duration::from_millis(250));
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(30));
+    assert_eq!(c.upstream.pool_idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.server.drain_timeout, Duration::from_secs(5400));
+    let err = parse("[upstream]\ntimeout = 30").expect_err("bare number");
+    assert!(err.to_string().contains("\"30s\""), "{err}");
 }

@@ -1,0 +1,164 @@
+//! Checks that a deserialized config makes sense, naming the key at fault.
+//!
+//! Type-level checks (a duration that does not parse, a malformed
+//! `upstream.base_url`) already happened while deserializing; this is what
+//! types alone do not say: ranges, URL schemes, filter syntax.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Uri;
+use http::uri::PathAndQuery;
+use tracing_subscriber::EnvFilter;
+
+use super::redis_url::redact_url;
+use super::{Config, ConfigError};
+
+/// `limits.inspect_body_bytes` bounds: Meta's error bodies are a few hundred
+/// bytes, so less than 1 KiB risks cutting one off, and more than 1 MiB per
+/// in-flight failed send is memory spent on nothing.
+const INSPECT_MIN: usize = 1024;
+const INSPECT_MAX: usize = 1024 * 1024;
+
+impl Config {
+    /// Checks every value, returning the config unchanged if all are valid,
+    /// else an [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        listen_addrs_differ(self.listen.proxy, self.listen.admin)?;
+        positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
+        positive("upstream.timeout", self.upstream.timeout)?;
+        positive("server.drain_timeout", self.server.drain_timeout)?;
+        at_least("limits.max_in_flight", self.limits.max_in_flight as u64, 1)?;
+        at_least("limits.max_body_bytes", self.limits.max_body_bytes, 1)?;
+        let inspect = self.limits.inspect_body_bytes;
+        if !(INSPECT_MIN..=INSPECT_MAX).contains(&inspect) {
+            return Err(ConfigError::invalid(
+                "limits.inspect_body_bytes",
+                format!(
+                    "must be between {INSPECT_MIN} (1 KiB) and {INSPECT_MAX} (1 MiB), got {inspect}"
+                ),
+            ));
+        }
+        if let Err(e) = EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!("not a tracing filter (e.g. `info` or `wagate=debug,info`): {e}"),
+            ));
+        }
+        for url in self.store.redis_url.urls() {
+            redis_url(url).map_err(|reason| ConfigError::invalid("store.redis_url", reason))?;
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "store.path",
+                "must not be empty: the embedded store needs a file to survive restarts",
+            ));
+        }
+        webhook_path(&self.webhook.path)
+            .map_err(|reason| ConfigError::invalid("webhook.path", reason))?;
+        if !self.webhook.forward_url.is_empty() {
+            forward_url(&self.webhook.forward_url)
+                .map_err(|reason| ConfigError::invalid("webhook.forward_url", reason))?;
+        }
+        Ok(self)
+    }
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(
+            key,
+            "must be greater than zero, e.g. `30s`",
+        ));
+    }
+    Ok(())
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at least {min}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Both listeners cannot bind the same port: the second bind would fail at
+/// start-up with a less helpful message. Port 0 (any free port) never clashes.
+fn listen_addrs_differ(proxy: SocketAddr, admin: SocketAddr) -> Result<(), ConfigError> {
+    let same_ip =
+        proxy.ip() == admin.ip() || proxy.ip().is_unspecified() || admin.ip().is_unspecified();
+    if admin.port() != 0 && admin.port() == proxy.port() && same_ip {
+        return Err(ConfigError::invalid(
+            "listen.admin",
+            format!("{admin} clashes with listen.proxy {proxy}"),
+        ));
+    }
+    Ok(())
+}
+
+/// One `redis://` or `rediss://` URL with a host and an optional database
+/// number. Reasons quote the URL only in redacted form.
+fn redis_url(url: &str) -> Result<(), String> {
+    let shown = redact_url(url);
+    if url.is_empty() {
+        return Err("empty url in the comma-separated list".to_owned());
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{shown}` is not a url: {e}"))?;
+    let scheme_ok = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("redis") || s.eq_ignore_ascii_case("rediss"));
+    if !scheme_ok {
+        return Err(format!("`{shown}` must start with redis:// or rediss://"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{shown}` must name a host"));
+    }
+    let db = uri.path().trim_start_matches('/');
+    if !db.is_empty() && !db.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{shown}` may only have a database number as its path"
+        ));
+    }
+    Ok(())
+}
+
+/// A path of its own on the proxy listener: `/` would swallow every Graph
+/// API call.
+fn webhook_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("must start with `/`, got `{path}`"));
+    }
+    if path == "/" {
+        return Err(
+            "must not be `/`: every Graph API call would be taken for a webhook".to_owned(),
+        );
+    }
+    match path.parse::<PathAndQuery>() {
+        Ok(pq) if pq.query().is_none() => Ok(()),
+        _ => Err(format!(
+            "must be a plain url path without a query, got `{path}`"
+        )),
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host and no user info.
+fn forward_url(url: &str) -> Result<(), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("not a url: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://".to_owned());
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("must name a host".to_owned());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not contain user info".to_owned());
+    }
+    if authority.host().is_empty() {
+        return Err("must name a host".to_owned());
+    }
+    Ok(())
+}

@@ -7,6 +7,8 @@ use super::*;
 mod env_overrides;
 mod redaction;
 
+const SHIPPED: &str = include_str!("../../config/wagate.toml");
+
 fn no_env() -> HashMap<String, String> {
     HashMap::new()
 }
@@ -20,6 +22,42 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, &no_env())
+}
+
+#[test]
+fn shipped_file_equals_the_defaults() {
+    let shipped = parse(SHIPPED).expect("config/wagate.toml parses");
+    assert_eq!(shipped, Config::default());
+    assert_eq!(
+        shipped.to_redacted_toml(),
+        Config::default().to_redacted_toml()
+    );
+}
+
+#[test]
+fn shipped_file_names_the_variable_of_every_key() {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults render");
+    for (section, keys) in &defaults {
+        let keys = keys.as_table().expect("every section is a table");
+        for key in keys.keys() {
+            let var = format!("WAGATE_{}__{}", section, key).to_uppercase();
+            assert!(
+                SHIPPED.contains(&var),
+                "config/wagate.toml does not mention {var}"
+            );
+            assert!(
+                SHIPPED.contains(&format!("\n{key} = ")),
+                "config/wagate.toml does not set {section}.{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn load_without_path_reads_the_shipped_file() {
+    // `cargo test` runs in the crate root, where config/wagate.toml lives.
+    let config = Config::load(None, &no_env()).expect("default path loads");
+    assert_eq!(config, Config::default());
 }
 
 #[test]

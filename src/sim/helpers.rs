@@ -134,11 +134,21 @@ pub(crate) async fn broken() -> Response {
         .map(blob_byte)
         .collect::<Vec<u8>>()
         .into();
-    let parts: [Result<Bytes, std::io::Error>; 2] = [
-        Ok(sent),
-        Err(std::io::Error::other("simulated upstream failure")),
-    ];
-    let mut r = Response::new(Body::from_stream(stream::iter(parts)));
+    // States: the data to send, then the failure, then the end.
+    let parts = stream::unfold(Some(Some(sent)), |state| async move {
+        match state? {
+            Some(sent) => Some((Ok(sent), Some(None))),
+            None => {
+                // Return Pending once before failing: hyper flushes what it
+                // has buffered when the body is not ready, so the head and
+                // the 64 KiB reach the client before the connection dies.
+                tokio::task::yield_now().await;
+                let failure = std::io::Error::other("simulated upstream failure");
+                Some((Err(failure), None))
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(parts));
     let headers = r.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::answer::Answer;
-use super::graph::{self, is_id};
+use super::graph;
+use super::route::is_id;
 use super::webhook::{WebhookError, WebhookRequest, send_webhook};
 use super::{ErrorInjection, Health, Sim, helpers};
 

@@ -13,11 +13,17 @@
 //! signed webhook deliveries ([`send_webhook`]). What does not: anything the
 //! gateway itself does; this module only imitates the far side.
 //!
-//! Layout: `state` (shared state and counters), `graph` (the Graph surface),
-//! `codes` (error table and envelopes), `health` (health bodies), `control`
-//! (`/_sim/` control API), `helpers` (echo, blob, broken test endpoints),
-//! `webhook` (signed deliveries), `server` (listener loop and [`SimHandle`]),
-//! `ids` (wamids, trace ids, media ids), `answer` (response helpers).
+//! Layout: `state` (shared state and counters), `route` (path parsing),
+//! `graph` (the Graph surface), `codes` (error table and envelopes),
+//! `health` (health bodies), `control` (`/_sim/` control API and the
+//! router), `helpers` (echo, blob, broken test endpoints), `record` (the
+//! request log), `webhook` (signed deliveries), `server` (listener loop and
+//! [`SimHandle`]), `ids` (wamids, trace ids, media ids), `answer` (response
+//! helpers).
+//!
+//! The request log keeps headers as received, `Authorization` included, so
+//! tests can check what a proxy forwarded; it lives in memory and is only
+//! served by `GET /_sim/log`, never written to the process log.
 
 mod answer;
 mod codes;
@@ -27,6 +33,7 @@ mod health;
 mod helpers;
 mod ids;
 mod record;
+mod route;
 mod server;
 mod state;
 mod webhook;

@@ -1,3 +1,4 @@
+use super::payload::{build, meta_json, text_date};
 use super::*;
 use serde_json::Value;
 
@@ -59,7 +60,7 @@ fn meta_json_escapes_slashes_and_non_ascii() {
 
 #[test]
 fn status_failed_is_shaped_like_the_fixture() {
-    let bytes = body(&request(WebhookKind::StatusFailed)).unwrap();
+    let bytes = build(&request(WebhookKind::StatusFailed)).unwrap();
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert!(
         text.contains(r#"https:\/\/developers.facebook.com"#),
@@ -92,7 +93,7 @@ fn status_failed_takes_code_and_waba() {
     let mut r = request(WebhookKind::StatusFailed);
     r.code = Some(368);
     r.waba_id = Some("999".into());
-    let v: Value = serde_json::from_slice(&body(&r).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&build(&r).unwrap()).unwrap();
     assert_eq!(v["entry"][0]["id"], "999");
     let error = &v["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0];
     assert_eq!(error["code"], 368);
@@ -101,12 +102,12 @@ fn status_failed_takes_code_and_waba() {
         "Temporarily blocked for policies violations"
     );
     r.phone_number_id = Some("not-a-number".into());
-    assert!(matches!(body(&r), Err(WebhookError::InvalidField(_))));
+    assert!(matches!(build(&r), Err(WebhookError::InvalidField(_))));
 }
 
 #[test]
 fn account_update_disabled_is_shaped_like_the_fixture() {
-    let bytes = body(&request(WebhookKind::AccountUpdate)).unwrap();
+    let bytes = build(&request(WebhookKind::AccountUpdate)).unwrap();
     let mut got: Value = serde_json::from_slice(&bytes).unwrap();
     let want: Value =
         serde_json::from_slice(&fixture("webhook_account_update_disabled.json")).unwrap();
@@ -121,7 +122,7 @@ fn account_update_disabled_is_shaped_like_the_fixture() {
 fn account_update_restriction_and_reinstate() {
     let mut r = request(WebhookKind::AccountUpdate);
     r.event = Some("ACCOUNT_RESTRICTION".into());
-    let v: Value = serde_json::from_slice(&body(&r).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&build(&r).unwrap()).unwrap();
     let value = &v["entry"][0]["changes"][0]["value"];
     assert_eq!(value["event"], "ACCOUNT_RESTRICTION");
     assert_eq!(
@@ -136,22 +137,22 @@ fn account_update_restriction_and_reinstate() {
 
     r.event = None;
     r.ban_state = Some("REINSTATE".into());
-    let v: Value = serde_json::from_slice(&body(&r).unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&build(&r).unwrap()).unwrap();
     assert_eq!(
         v["entry"][0]["changes"][0]["value"]["ban_info"]["waba_ban_state"],
         "REINSTATE"
     );
 
     r.event = Some("SOMETHING_ELSE".into());
-    assert!(matches!(body(&r), Err(WebhookError::UnknownEvent(_))));
+    assert!(matches!(build(&r), Err(WebhookError::UnknownEvent(_))));
 }
 
 #[test]
 fn raw_is_sent_verbatim_and_needs_a_body() {
     let mut r = request(WebhookKind::Raw);
-    assert!(matches!(body(&r), Err(WebhookError::InvalidField(_))));
+    assert!(matches!(build(&r), Err(WebhookError::InvalidField(_))));
     r.body = Some("{\"x\": \"a\\/b\"}\n".into());
-    assert_eq!(body(&r).unwrap(), b"{\"x\": \"a\\/b\"}\n");
+    assert_eq!(build(&r).unwrap(), b"{\"x\": \"a\\/b\"}\n");
 }
 
 #[test]

@@ -7,19 +7,29 @@
 //!
 //! # Layout
 //!
-//! The arrows go one way: `proxy` and `admin` use `breaker` and `store`;
-//! `breaker` uses nothing but `graph`; `graph` uses nothing of ours.
+//! The arrows go one way: `app` wires everything; `proxy` and `admin` use
+//! `breaker` and `store`; `breaker` uses nothing but `graph`; `graph` uses
+//! nothing of ours.
 //!
-//! - [`graph`]: Meta's API model (error envelope).
-//! - [`breaker`]: the pure breaker state machine and the rules table.
-//! - [`config`]: the configuration file and its environment overrides.
-//! - [`proxy`]: the reverse proxy: routes, upstream client, gateway errors.
+//! - [`app`]: builds the gateway from the configuration and runs it.
+//! - [`proxy`]: the reverse proxy: routes, upstream client, inspection,
+//!   gateway-made errors, the accept loop.
 //! - [`admin`]: the admin listener: metrics, health checks, admin API.
+//! - [`breaker`]: the pure breaker state machine and the rules table.
+//! - [`graph`]: Meta's API model (error envelope).
+//! - [`config`]: the configuration file and its environment overrides.
 //! - [`metrics`]: every Prometheus metric, on an explicit registry.
 //! - [`telemetry`]: logging set-up.
 //! - [`sim`]: a Graph API simulator for tests, demos and load tests.
 
+pub mod admin;
+pub mod app;
 pub mod breaker;
 pub mod config;
 pub mod graph;
+pub mod metrics;
+pub mod proxy;
 pub mod sim;
+pub mod telemetry;
+
+pub use app::{Listeners, RunError, run};

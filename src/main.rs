@@ -1,1 +1,125 @@
-fn main() {}
+//! The `wagate` command: parse arguments, load the configuration, set up
+//! logging, run. Nothing else lives here.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wagate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "wagate",
+    version,
+    about = "Circuit-breaking gateway for the WhatsApp Business Cloud API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ServeArgs {
+    /// Configuration file [default: config/wagate.toml when it exists, else built-in defaults]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Validate the configuration and print it, secrets redacted.
+    CheckConfig,
+    /// Run the Graph API simulator (for demos, tests and load tests).
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Do not keep a log of requests (for load tests).
+        #[arg(long)]
+        no_record: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => load(&cli.serve, &env).and_then(serve),
+        Command::CheckConfig => load(&cli.serve, &env).map(|config| {
+            print!("{}", config.to_redacted_toml());
+        }),
+        Command::Sim { listen, no_record } => sim(listen, !no_record),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wagate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Config, BoxError> {
+    Ok(Config::load(args.config.as_deref(), env)?)
+}
+
+fn serve(config: Config) -> Result<(), BoxError> {
+    wagate::telemetry::init(&config.log, std::io::stderr)?;
+    runtime(config.server.worker_threads)?.block_on(async {
+        let listeners = wagate::Listeners::bind(&config).await?;
+        wagate::run(config, listeners, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn sim(listen: SocketAddr, record: bool) -> Result<(), BoxError> {
+    let log = wagate::config::Log::default();
+    wagate::telemetry::init(&log, std::io::stderr)?;
+    runtime(0)?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        eprintln!("wagate sim listening on {}", listener.local_addr()?);
+        let sim = wagate::sim::Sim::new(wagate::sim::SimOptions { record });
+        sim.serve(listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// One worker thread runs a current-thread runtime: no cross-thread wake-ups,
+/// which is what a gateway pinned to one core wants.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if worker_threads > 1 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.enable_all().build()
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn keeps_details_trace_and_optional_subcode() {
         let e = GraphError::parse(403, &fixture("error_131031.json")).unwrap();
-        assert_eq!(e.details.as_deref(), Some("Business account has been locked."));
+        assert_eq!(
+            e.details.as_deref(),
+            Some("Business account has been locked.")
+        );
         assert_eq!(e.fbtrace_id.as_deref(), Some("AqZ3nY1x0bKdT7m2pQe9sLw"));
         assert_eq!(e.subcode, None);
         let auth = GraphError::parse(401, &fixture("error_190.json")).unwrap();

@@ -1,0 +1,117 @@
+//! Wiring: builds the proxy, the admin listener and their shared parts from
+//! the configuration, and runs them until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::admin::{self, Readiness};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::{self, InFlightLimit, Proxy, ProxySettings, Target};
+
+/// The two listeners, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// Where integrations send Graph API calls.
+    pub proxy: TcpListener,
+    /// Metrics, health checks and the admin API.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of the configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            proxy: TcpListener::bind(config.listen.proxy).await?,
+            admin: TcpListener::bind(config.listen.admin).await?,
+        })
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `upstream.base_url` is not usable (config validation should have
+    /// caught it).
+    #[error("upstream.base_url: {0}")]
+    Upstream(String),
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Runs the gateway on `listeners` until `shutdown` resolves, then drains
+/// in-flight requests for up to `server.drain_timeout` and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    let readiness = Readiness::default();
+
+    let target =
+        Target::new(config.upstream.uri()).map_err(|e| RunError::Upstream(e.to_string()))?;
+    let in_flight = InFlightLimit::new(config.limits.max_in_flight, metrics.in_flight().clone());
+    let service = Proxy::new(
+        proxy::client(&config.upstream),
+        target,
+        ProxySettings {
+            max_body_bytes: config.limits.max_body_bytes,
+            inspect_body_bytes: config.limits.inspect_body_bytes,
+            timeout: config.upstream.timeout,
+        },
+        metrics.clone(),
+        in_flight,
+        Arc::new(()),
+    );
+
+    let proxy_addr = local(&listeners.proxy);
+    let admin_addr = local(&listeners.admin);
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_router = admin::router(metrics.clone(), readiness.clone());
+    let admin_task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = admin_stopped.await;
+        };
+        axum::serve(listeners.admin, admin_router)
+            .with_graceful_shutdown(stopped)
+            .await
+    });
+
+    info!(
+        proxy = %proxy_addr,
+        admin = %admin_addr,
+        upstream = %config.upstream.base_url,
+        "wagate serving"
+    );
+    readiness.set_ready();
+    let draining = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.set_draining();
+        info!("shutting down: no new connections");
+    };
+    proxy::serve(
+        listeners.proxy,
+        service,
+        config.limits.max_body_bytes,
+        config.server.drain_timeout,
+        shutdown,
+    )
+    .await;
+
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+}

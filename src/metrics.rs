@@ -1,0 +1,163 @@
+//! Every Prometheus metric wagate exports, registered once on an explicit
+//! registry that is passed down (no default-registry globals).
+//!
+//! Label values come from closed sets (route kinds, outcomes, Meta's error
+//! codes, the business's own phone number ids), never from recipients or raw
+//! paths. Counters on the hot path are resolved once at start-up, so counting
+//! a request is an atomic add with no label lookup.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use crate::proxy::RouteKind;
+
+/// How a proxied request ended, from the gateway's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with a status below 400.
+    Ok,
+    /// The upstream answered with a status of 400 or more (Meta's verdict).
+    GraphError,
+    /// The gateway refused the request (for example a send for a number
+    /// whose breaker is open).
+    Refused,
+    /// The upstream could not be reached or broke the connection (502).
+    BadGateway,
+    /// The upstream did not answer in time (504).
+    Timeout,
+    /// The request body was over the limit (413).
+    TooLarge,
+    /// Too many requests were in flight (503).
+    Overloaded,
+    /// The request could not be forwarded as sent (400, 405).
+    BadRequest,
+}
+
+impl Outcome {
+    /// Every outcome, for pre-registering label values.
+    pub const ALL: [Outcome; 8] = [
+        Self::Ok,
+        Self::GraphError,
+        Self::Refused,
+        Self::BadGateway,
+        Self::Timeout,
+        Self::TooLarge,
+        Self::Overloaded,
+        Self::BadRequest,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::GraphError => "graph_error",
+            Self::Refused => "refused",
+            Self::BadGateway => "bad_gateway",
+            Self::Timeout => "timeout",
+            Self::TooLarge => "too_large",
+            Self::Overloaded => "overloaded",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+const ROUTES: usize = RouteKind::ALL.len();
+const OUTCOMES: usize = Outcome::ALL.len();
+
+/// The metrics of the proxy path.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: [[IntCounter; OUTCOMES]; ROUTES],
+    upstream_seconds: [Histogram; ROUTES],
+    graph_errors: IntCounterVec,
+    in_flight: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "wagate_requests_total",
+                "Requests through the proxy listener, by route and outcome.",
+            ),
+            &["route", "outcome"],
+        )?;
+        let upstream = HistogramVec::new(
+            HistogramOpts::new(
+                "wagate_upstream_duration_seconds",
+                "Time from forwarding a request to the upstream's response headers, by route.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route"],
+        )?;
+        let graph_errors = IntCounterVec::new(
+            Opts::new(
+                "wagate_graph_errors_total",
+                "Errors in Meta's envelope seen in upstream responses, by route and error.code.",
+            ),
+            &["route", "code"],
+        )?;
+        let in_flight = IntGauge::new(
+            "wagate_in_flight_requests",
+            "Requests currently being proxied, response bodies included.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(upstream.clone()))?;
+        registry.register(Box::new(graph_errors.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+
+        let requests = RouteKind::ALL.map(|route| {
+            Outcome::ALL
+                .map(|outcome| requests.with_label_values(&[route.as_str(), outcome.as_str()]))
+        });
+        let upstream_seconds =
+            RouteKind::ALL.map(|route| upstream.with_label_values(&[route.as_str()]));
+        Ok(Self {
+            registry: registry.clone(),
+            requests,
+            upstream_seconds,
+            graph_errors,
+            in_flight,
+        })
+    }
+
+    /// The registry the metrics live on, for the `/metrics` endpoint.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Counts a finished request.
+    pub fn request(&self, route: RouteKind, outcome: Outcome) {
+        self.requests[route.index()][outcome as usize].inc();
+    }
+
+    /// Records how long the upstream took to answer.
+    pub fn upstream_latency(&self, route: RouteKind, seconds: f64) {
+        self.upstream_seconds[route.index()].observe(seconds);
+    }
+
+    /// Counts an error in Meta's envelope.
+    pub fn graph_error(&self, route: RouteKind, code: i64) {
+        self.graph_errors
+            .with_label_values(&[route.as_str(), &code.to_string()])
+            .inc();
+    }
+
+    /// The in-flight gauge; the proxy holds it up while a response streams.
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.in_flight
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+    }
+}

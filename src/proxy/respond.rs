@@ -1,0 +1,207 @@
+//! Every response the gateway makes itself, built in this one place.
+//!
+//! They use Meta's error envelope so that SDKs parse them like any Graph
+//! error, with `type: "WagateError"` so nobody mistakes them for Meta's
+//! verdicts. The codes are chosen for what an SDK should do next: code 2
+//! ("service temporarily unavailable", retry later) for an unreachable,
+//! slow or overloaded gateway path, code 100 ("invalid parameter", do not
+//! retry as sent) for requests that can never be forwarded. Internal details
+//! (socket errors, addresses) go to logs, never to clients.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::graph::{Envelope, EnvelopeBody, ErrorData};
+use crate::metrics::Outcome;
+
+use super::body::ProxyBody;
+
+/// The `type` of every error the gateway makes itself.
+pub const ERROR_TYPE: &str = "WagateError";
+
+/// A response the gateway answers with instead of forwarding.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GatewayError {
+    /// The upstream could not be reached, or failed before answering.
+    BadGateway,
+    /// The upstream did not send response headers within `upstream.timeout`.
+    GatewayTimeout(Duration),
+    /// The request body is larger than `limits.max_body_bytes`.
+    PayloadTooLarge(u64),
+    /// `limits.max_in_flight` requests are already in flight.
+    Overloaded,
+    /// `CONNECT` and other requests that can never be forwarded.
+    MethodNotAllowed,
+}
+
+impl GatewayError {
+    /// The outcome label this error is counted under.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::BadGateway => Outcome::BadGateway,
+            Self::GatewayTimeout(_) => Outcome::Timeout,
+            Self::PayloadTooLarge(_) => Outcome::TooLarge,
+            Self::Overloaded => Outcome::Overloaded,
+            Self::MethodNotAllowed => Outcome::BadRequest,
+        }
+    }
+
+    /// Builds the response.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        // status, code, message, details, Retry-After (seconds)
+        let (status, code, message, details, retry_after) = match self {
+            // The upstream is down or reset the connection: retrying later is
+            // the caller's decision (wagate never retries a send itself).
+            Self::BadGateway => (
+                StatusCode::BAD_GATEWAY,
+                2,
+                "Upstream unavailable",
+                "The gateway could not get a response from the Graph API.".to_owned(),
+                None,
+            ),
+            // No response headers in time: the send may or may not have been
+            // accepted by Meta, which the details say so nobody assumes it
+            // was dropped.
+            Self::GatewayTimeout(after) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                2,
+                "Upstream timeout",
+                format!(
+                    "The Graph API did not answer within {}; the request may still have been processed.",
+                    humantime::format_duration(after)
+                ),
+                None,
+            ),
+            Self::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                100,
+                "Request body too large",
+                format!("The request body is larger than the gateway's limit of {limit} bytes."),
+                None,
+            ),
+            // Shedding load rather than queueing: the caller keeps the
+            // message and retries after a second.
+            Self::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                2,
+                "Gateway overloaded",
+                "Too many requests are in flight through the gateway; retry shortly.".to_owned(),
+                Some(1),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                100,
+                "Method not allowed",
+                "The gateway forwards Graph API calls only; CONNECT and proxy requests are refused."
+                    .to_owned(),
+                None,
+            ),
+        };
+        let mut response = envelope_response(status, code, message, details, None);
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Builds a response in Meta's envelope with `type: "WagateError"`.
+///
+/// `fbtrace_id` is the id of the Meta response that caused the gateway's
+/// answer when there is one (a breaker refusal quotes the response that
+/// tripped it); otherwise the gateway makes one up, prefixed `wagate-`, to
+/// find the request in the gateway's logs.
+pub fn envelope_response(
+    status: StatusCode,
+    code: i64,
+    message: &str,
+    details: String,
+    fbtrace_id: Option<String>,
+) -> Response<ProxyBody> {
+    let envelope = Envelope {
+        error: EnvelopeBody {
+            message: format!("(#{code}) {message}"),
+            kind: Some(ERROR_TYPE.to_owned()),
+            code,
+            error_subcode: None,
+            error_data: Some(ErrorData {
+                messaging_product: Some("whatsapp".to_owned()),
+                details: Some(details),
+            }),
+            fbtrace_id: Some(fbtrace_id.unwrap_or_else(trace_id)),
+        },
+    };
+    // Serializing plain strings and integers cannot fail.
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A gateway-made trace id, unique within the process.
+fn trace_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let process = *PROCESS.get_or_init(rand::random);
+    format!(
+        "wagate-{process:08x}{:08x}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::graph::GraphError;
+
+    async fn parse(response: Response<ProxyBody>) -> (StatusCode, GraphError, http::HeaderMap) {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let error = GraphError::parse(status.as_u16(), &body).expect("Meta's envelope");
+        (status, error, headers)
+    }
+
+    #[tokio::test]
+    async fn every_gateway_error_is_a_wagate_envelope() {
+        let cases = [
+            (GatewayError::BadGateway, 502, 2),
+            (GatewayError::GatewayTimeout(Duration::from_secs(5)), 504, 2),
+            (GatewayError::PayloadTooLarge(10), 413, 100),
+            (GatewayError::Overloaded, 503, 2),
+            (GatewayError::MethodNotAllowed, 405, 100),
+        ];
+        for (error, status, code) in cases {
+            let (got, parsed, headers) = parse(error.clone().into_response()).await;
+            assert_eq!(got.as_u16(), status, "{error:?}");
+            assert_eq!(parsed.code, code, "{error:?}");
+            assert_eq!(parsed.kind.as_deref(), Some(ERROR_TYPE));
+            assert!(parsed.message.starts_with(&format!("(#{code}) ")));
+            assert!(parsed.details.is_some());
+            assert!(parsed.fbtrace_id.unwrap().starts_with("wagate-"));
+            assert_eq!(headers[CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[tokio::test]
+    async fn overload_says_when_to_retry() {
+        let (_, _, headers) = parse(GatewayError::Overloaded.into_response()).await;
+        assert_eq!(headers[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn trace_ids_are_unique() {
+        assert_ne!(trace_id(), trace_id());
+    }
+}

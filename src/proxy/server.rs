@@ -1,0 +1,82 @@
+//! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one
+//! listener, with graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+use tracing::{debug, info, warn};
+
+use super::body::{ProxyBody, RequestBody};
+
+/// Serves `service` on `listener` until `shutdown` resolves, then stops
+/// accepting and lets in-flight requests finish for up to `drain`.
+///
+/// `body_limit` bounds every request body as it streams (see
+/// [`RequestBody::limited`]).
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    body_limit: u64,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Slow-loris guard: a client must finish its headers in time.
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: keep serving the
+                    // connections we have, and try again shortly.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let request = request.map(|body| RequestBody::limited(body, body_limit));
+            service.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), hyper_service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    info!(connections = graceful.count(), "draining");
+    tokio::select! {
+        () = graceful.shutdown() => info!("drained"),
+        () = tokio::time::sleep(drain) => warn!(?drain, "drain time over, closing remaining connections"),
+    }
+}

@@ -1,0 +1,235 @@
+//! The proxy service: forward a request to the upstream and its response
+//! back, byte for byte, counting and inspecting on the way.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use http::header::CONTENT_LENGTH;
+use http::{Method, Request, Response, StatusCode};
+use tracing::{Instrument, debug_span, info, warn};
+
+use super::body::{BodyTooLarge, InFlightLimit, ProxyBody, RequestBody};
+use super::inspect::inspect;
+use super::respond::GatewayError;
+use super::routes::{RouteKind, classify};
+use super::upstream::{Target, UpstreamClient, strip_hop_by_hop};
+use crate::graph::GraphError;
+use crate::metrics::{Metrics, Outcome};
+
+/// Receives every Graph error seen in a send response, before that response
+/// is returned to the client, so that a breaker can act on the very next
+/// request.
+pub trait GraphErrorHook: Send + Sync + 'static {
+    /// Called with the phone number id of the send and Meta's error.
+    fn graph_error(&self, phone_number_id: &str, error: &GraphError);
+}
+
+/// A hook that does nothing beyond the proxy's own metrics and logs.
+impl GraphErrorHook for () {
+    fn graph_error(&self, _: &str, _: &GraphError) {}
+}
+
+/// Settings the proxy service needs, taken from the configuration.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Largest request body in bytes.
+    pub max_body_bytes: u64,
+    /// Largest error body read to find Meta's error code.
+    pub inspect_body_bytes: usize,
+    /// Time allowed for the upstream's response headers.
+    pub timeout: Duration,
+}
+
+/// The proxy as a tower service; cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: UpstreamClient,
+    target: Target,
+    settings: ProxySettings,
+    metrics: Metrics,
+    in_flight: InFlightLimit,
+    hook: Arc<dyn GraphErrorHook>,
+}
+
+impl Proxy {
+    /// A proxy to `target` through `client`.
+    pub fn new(
+        client: UpstreamClient,
+        target: Target,
+        settings: ProxySettings,
+        metrics: Metrics,
+        in_flight: InFlightLimit,
+        hook: Arc<dyn GraphErrorHook>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                target,
+                settings,
+                metrics,
+                in_flight,
+                hook,
+            }),
+        }
+    }
+}
+
+impl tower::Service<Request<RequestBody>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(shared.forward(request).await) })
+    }
+}
+
+impl Shared {
+    async fn forward(&self, mut request: Request<RequestBody>) -> Response<ProxyBody> {
+        let uri = request.uri();
+        let route = classify(request.method(), uri.path(), uri.query());
+        let Some(slot) = self.in_flight.try_acquire() else {
+            return self.refuse(route.kind, GatewayError::Overloaded);
+        };
+        // Never a tunnel: CONNECT would let a client reach any host.
+        if request.method() == Method::CONNECT {
+            return self.refuse(route.kind, GatewayError::MethodNotAllowed);
+        }
+        let max = self.settings.max_body_bytes;
+        if content_length(&request).is_some_and(|len| len > max) {
+            return self.refuse(route.kind, GatewayError::PayloadTooLarge(max));
+        }
+        // The path is kept (a cheap reference-counted clone) only for sends,
+        // whose error responses are attributed to a phone number.
+        let send_path = (route.kind == RouteKind::Send)
+            .then(|| request.uri().path_and_query().cloned())
+            .flatten();
+        let number = send_path.as_ref().and_then(|p| route.number(p.path()));
+        let span = debug_span!(
+            "request",
+            route = route.kind.as_str(),
+            phone_number_id = number,
+            fbtrace_id = tracing::field::Empty
+        );
+        self.target.rewrite(&mut request);
+
+        let started = Instant::now();
+        let sent = tokio::time::timeout(self.settings.timeout, self.client.request(request))
+            .instrument(span.clone())
+            .await;
+        let response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let _enter = span.enter();
+                let gateway_error = if is_body_too_large(&error) {
+                    GatewayError::PayloadTooLarge(max)
+                } else {
+                    warn!(route = route.kind.as_str(), error = %error_chain(&error), "upstream request failed");
+                    GatewayError::BadGateway
+                };
+                return self.refuse(route.kind, gateway_error);
+            }
+            Err(_) => {
+                let _enter = span.enter();
+                warn!(route = route.kind.as_str(), timeout = ?self.settings.timeout, "upstream timed out");
+                return self.refuse(
+                    route.kind,
+                    GatewayError::GatewayTimeout(self.settings.timeout),
+                );
+            }
+        };
+        self.metrics
+            .upstream_latency(route.kind, started.elapsed().as_secs_f64());
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status;
+        let outcome = if status.as_u16() >= 400 {
+            Outcome::GraphError
+        } else {
+            Outcome::Ok
+        };
+        self.metrics.request(route.kind, outcome);
+
+        let body = match number {
+            Some(number) if !status.is_success() => {
+                let inspected = inspect(status.as_u16(), body, self.settings.inspect_body_bytes)
+                    .instrument(span.clone())
+                    .await;
+                if let Some(error) = &inspected.error {
+                    span.record("fbtrace_id", error.fbtrace_id.as_deref());
+                    let _enter = span.enter();
+                    self.graph_error(route.kind, number, status, error);
+                }
+                inspected.body
+            }
+            _ => ProxyBody::upstream(body),
+        };
+        Response::from_parts(parts, body.with_guard(slot))
+    }
+
+    fn graph_error(&self, route: RouteKind, number: &str, status: StatusCode, error: &GraphError) {
+        self.metrics.graph_error(route, error.code);
+        info!(
+            route = route.as_str(),
+            phone_number_id = number,
+            status = status.as_u16(),
+            code = error.code,
+            fbtrace_id = error.fbtrace_id.as_deref(),
+            "graph error"
+        );
+        self.hook.graph_error(number, error);
+    }
+
+    fn refuse(&self, route: RouteKind, error: GatewayError) -> Response<ProxyBody> {
+        self.metrics.request(route, error.outcome());
+        error.into_response()
+    }
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether the client failed because the request body hit the size limit
+/// (found while streaming a body that had no `Content-Length`).
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// An error and its sources on one line, for logs.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

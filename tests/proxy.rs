@@ -1,0 +1,575 @@
+//! The proxy core over real HTTP: the simulator in process on port 0, the
+//! gateway in process (or as the real binary where logs, memory or signals
+//! matter), and reqwest or raw TCP as the client.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::gateway::{InProcess, Process, metric};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wagate::sim::{SimHandle, SimOptions};
+
+const NUMBER: &str = "200000000000001";
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+async fn sim() -> SimHandle {
+    wagate::sim::spawn(SimOptions::default()).await.unwrap()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn control(sim: &SimHandle, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let response = http()
+        .request(method, format!("http://{}/_sim/{path}", sim.addr))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "sim control {path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap_or(Value::Null)
+}
+
+fn send_body() -> Value {
+    json!({"messaging_product": "whatsapp", "to": "+15550009999", "type": "text", "text": {"body": "hello"}})
+}
+
+fn headers_without_date(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str() != "date")
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn json_send_returns_the_upstream_response_byte_for_byte() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |_| {}).await;
+    let response = http()
+        .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
+        .bearer_auth("token")
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.bytes().await.unwrap();
+    let log = control(&sim, reqwest::Method::GET, "log", Value::Null).await;
+    let last = log.as_array().unwrap().last().unwrap();
+    assert_eq!(
+        last["response_body"].as_str().unwrap().as_bytes(),
+        &body[..]
+    );
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        sent["messages"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("wamid.")
+    );
+    assert_eq!(
+        metric(
+            gateway.admin,
+            r#"wagate_requests_total{outcome="ok",route="send"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn every_error_fixture_passes_unchanged_and_is_counted() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |_| {}).await;
+    let cases = [
+        ("error_131031.json", 403, 131031),
+        ("error_368.json", 403, 368),
+        ("error_131048.json", 400, 131048),
+        ("error_130429.json", 400, 130429),
+        ("error_130429.json", 429, 130429),
+        ("error_131056.json", 400, 131056),
+        ("error_131056.json", 429, 131056),
+        ("error_190.json", 401, 190),
+    ];
+    for (file, status, code) in cases {
+        let fixture = std::fs::read_to_string(format!("{FIXTURES}/{file}")).unwrap();
+        let inject = json!({"code": code, "http_status": status, "times": 2, "body": fixture});
+        control(
+            &sim,
+            reqwest::Method::POST,
+            &format!("numbers/{NUMBER}/errors"),
+            inject,
+        )
+        .await;
+        let path = format!("/v24.0/{NUMBER}/messages");
+        let direct = http()
+            .post(format!("http://{}{path}", sim.addr))
+            .json(&send_body())
+            .send()
+            .await
+            .unwrap();
+        let proxied = http()
+            .post(format!("{}{path}", gateway.url()))
+            .json(&send_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(proxied.status().as_u16(), status, "{file}");
+        assert_eq!(
+            headers_without_date(proxied.headers()),
+            headers_without_date(direct.headers()),
+            "{file}"
+        );
+        assert_eq!(direct.bytes().await.unwrap(), fixture.as_bytes(), "{file}");
+        assert_eq!(proxied.bytes().await.unwrap(), fixture.as_bytes(), "{file}");
+    }
+    for (code, times) in [("131031", 1.0), ("130429", 2.0), ("190", 1.0)] {
+        let series = format!(r#"wagate_graph_errors_total{{code="{code}",route="send"}}"#);
+        assert_eq!(metric(gateway.admin, &series).await, times, "{code}");
+    }
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |_| {}).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("{}/{NUMBER}/messages", gateway.url()))
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_and_host_is_the_upstreams() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |_| {}).await;
+    let response = http()
+        .post(format!("{}/_sim/echo/headers?x=1", gateway.url()))
+        .header("connection", "x-private")
+        .header("x-private", "hop")
+        .header("proxy-authorization", "Basic cHJveHk=")
+        .header("te", "trailers")
+        .header("x-end-to-end", "kept")
+        .header("authorization", "Bearer kept-token")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echo: Value = response.json().await.unwrap();
+    let headers: Vec<(String, String)> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_owned(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("host"), Some(sim.addr.to_string().as_str()));
+    assert_eq!(get("x-end-to-end"), Some("kept"));
+    assert_eq!(get("authorization"), Some("Bearer kept-token"));
+    for dropped in ["connection", "x-private", "proxy-authorization", "te"] {
+        assert_eq!(get(dropped), None, "{dropped} was forwarded");
+    }
+    assert_eq!(echo["query"], "x=1");
+    assert_eq!(echo["body_len"], 7);
+}
+
+/// Sends raw bytes to the gateway and returns the raw response.
+async fn raw(gateway: &InProcess, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("response within 10s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn absolute_uris_connect_and_odd_hosts_never_leave_the_upstream() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |_| {}).await;
+    let sim_host = format!("\"host\",\"{}\"", sim.addr);
+
+    let absolute = raw(
+        &gateway,
+        "GET http://169.254.169.254/_sim/echo/abs HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(absolute.starts_with("HTTP/1.1 200"), "{absolute}");
+    assert!(absolute.contains(&sim_host), "{absolute}");
+    assert!(
+        absolute.contains("\"path\":\"/_sim/echo/abs\""),
+        "{absolute}"
+    );
+
+    for host in [
+        "127.0.0.1:6379",
+        "localhost",
+        "evil.invalid:443",
+        "[::1]:22",
+    ] {
+        let odd = raw(
+            &gateway,
+            &format!("GET /_sim/echo/odd HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(odd.starts_with("HTTP/1.1 200"), "{host}: {odd}");
+        assert!(odd.contains(&sim_host), "{host}: {odd}");
+    }
+
+    let connect = raw(
+        &gateway,
+        "CONNECT 127.0.0.1:6379 HTTP/1.1\r\nHost: 127.0.0.1:6379\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+    assert!(connect.contains("\"type\":\"WagateError\""), "{connect}");
+    let counts = control(&sim, reqwest::Method::GET, "requests", Value::Null).await;
+    assert_eq!(counts, json!({}), "CONNECT reached the upstream");
+}
+
+async fn gateway_error(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "WagateError", "{body}");
+    assert!(body["error"]["code"].is_i64(), "{body}");
+    assert!(
+        body["error"]["fbtrace_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("wagate-")
+    );
+    body
+}
+
+#[tokio::test]
+async fn upstream_down_is_a_502_in_metas_envelope() {
+    // Bind, then close: nothing listens on this port any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gateway = InProcess::start(closed, |_| {}).await;
+    let response = http()
+        .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
+    let body = gateway_error(response, StatusCode::BAD_GATEWAY).await;
+    assert_eq!(body["error"]["code"], 2);
+    assert_eq!(
+        metric(
+            gateway.admin,
+            r#"wagate_requests_total{outcome="bad_gateway",route="send"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn slow_upstream_is_a_504() {
+    let sim = sim().await;
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.upstream.timeout = Duration::from_millis(300)
+    })
+    .await;
+    let started = Instant::now();
+    let response = http()
+        .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
+    gateway_error(response, StatusCode::GATEWAY_TIMEOUT).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered before the upstream"
+    );
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_response_breaks_the_client_response() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |_| {}).await;
+    let response = http()
+        .get(format!("{}/_sim/broken", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let read = tokio::time::timeout(Duration::from_secs(10), response.bytes())
+        .await
+        .expect("the broken body ends, it does not hang");
+    assert!(read.is_err(), "a truncated body must surface as an error");
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_a_413_with_or_without_content_length() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| c.limits.max_body_bytes = 1024).await;
+    let url = format!("{}/v24.0/{NUMBER}/media", gateway.url());
+    let declared = http()
+        .post(&url)
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    gateway_error(declared, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 512]))),
+    );
+    let streamed = http()
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    gateway_error(streamed, StatusCode::PAYLOAD_TOO_LARGE).await;
+
+    let small = http()
+        .post(&url)
+        .body(vec![b'z'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn too_many_in_flight_is_a_503_with_retry_after() {
+    let sim = sim().await;
+    control(
+        &sim,
+        reqwest::Method::PUT,
+        "latency",
+        json!({"ms": 2000, "phone_number_id": NUMBER}),
+    )
+    .await;
+    let gateway = InProcess::start(sim.addr, |c| c.limits.max_in_flight = 1).await;
+    let slow_url = format!("{}/v24.0/{NUMBER}/messages", gateway.url());
+    let slow = tokio::spawn(async move { http().post(slow_url).json(&send_body()).send().await });
+    support::wait_until(Duration::from_secs(5), || async {
+        metric(gateway.admin, "wagate_in_flight_requests").await == 1.0
+    })
+    .await;
+    let response = http()
+        .post(format!("{}/v24.0/200000000000002/messages", gateway.url()))
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    gateway_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(slow.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn large_uploads_and_downloads_stream_without_growing_memory() {
+    const SIZE: usize = 20 * 1024 * 1024;
+    let sim = sim().await;
+    let upstream = format!("http://{}", sim.addr);
+    let gateway = Process::spawn(&[("WAGATE_UPSTREAM__BASE_URL", &upstream)]);
+    // Warm up: one small request so connection pools and buffers exist.
+    let warm = http()
+        .post(format!("{}/{NUMBER}/messages", gateway.url()))
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), StatusCode::OK);
+    let before = gateway.peak_rss_kib();
+
+    // A multipart body generated on the fly, so the test holds none of it.
+    let boundary = "wagate-test-boundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"messaging_product\"\r\n\r\nwhatsapp\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let mut expected = Sha256::new();
+    expected.update(head.as_bytes());
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    for _ in 0..SIZE / chunk.len() {
+        expected.update(&chunk);
+    }
+    expected.update(tail.as_bytes());
+    let expected = hex::encode(expected.finalize());
+    let parts = std::iter::once(Bytes::from(head))
+        .chain((0..SIZE / chunk.len()).map({
+            let chunk = Bytes::from(chunk);
+            move |_| chunk.clone()
+        }))
+        .chain(std::iter::once(Bytes::from(tail)));
+    let upload = http()
+        .post(format!("{}/v24.0/{NUMBER}/media", gateway.url()))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            parts.map(Ok::<_, std::io::Error>),
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::OK);
+    let log = control(&sim, reqwest::Method::GET, "log", Value::Null).await;
+    let received = log.as_array().unwrap().last().unwrap();
+    assert_eq!(received["body_sha256"], expected.as_str());
+
+    let download = http()
+        .get(format!("{}/_sim/blob?bytes={SIZE}", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let mut stream = download.bytes_stream();
+    let mut total = 0;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, SIZE);
+
+    let grown_kib = gateway.peak_rss_kib().saturating_sub(before);
+    assert!(
+        grown_kib < 8 * 1024,
+        "peak memory grew by {grown_kib} KiB while streaming 2 x 20 MiB"
+    );
+}
+
+#[tokio::test]
+async fn logs_never_contain_tokens_pins_or_secrets() {
+    let sim = sim().await;
+    control(
+        &sim,
+        reqwest::Method::POST,
+        &format!("numbers/{NUMBER}/lock"),
+        Value::Null,
+    )
+    .await;
+    let upstream = format!("http://{}", sim.addr);
+    let gateway = Process::spawn(&[
+        ("WAGATE_UPSTREAM__BASE_URL", &upstream),
+        ("WAGATE_LOG__LEVEL", "trace"),
+        ("WAGATE_ADMIN__TOKEN", "admin-secret-3f9a"),
+        ("WAGATE_WEBHOOK__APP_SECRET", "app-secret-7c21"),
+        ("WAGATE_WEBHOOK__VERIFY_TOKEN", "verify-token-5d88"),
+        ("WAGATE_HEALTH__ACCESS_TOKEN", "health-token-0b4e"),
+    ]);
+    let client = http();
+    let base = gateway.url();
+    let sends = [
+        client
+            .post(format!("{base}/v24.0/{NUMBER}/messages"))
+            .bearer_auth("EAAG-header-token-1111")
+            .json(&send_body()),
+        client
+            .post(format!(
+                "{base}/v24.0/{NUMBER}/messages?access_token=EAAG-query-token-2222"
+            ))
+            .json(&send_body()),
+        client
+            .post(format!("{base}/v24.0/{NUMBER}/register"))
+            .bearer_auth("EAAG-header-token-1111")
+            .json(&json!({"messaging_product": "whatsapp", "pin": "918273"})),
+        client
+            .post(format!("{base}/v24.0/{NUMBER}"))
+            .bearer_auth("EAAG-header-token-1111")
+            .json(&json!({"pin": "564738"})),
+        client
+            .post(format!("{base}/webhooks/whatsapp"))
+            .header("x-hub-signature-256", "sha256=feedc0de99")
+            .body("{}"),
+    ];
+    for send in sends {
+        send.send().await.unwrap();
+    }
+    // The 131031 above was logged: wait for that line, then read everything.
+    support::wait_until(Duration::from_secs(5), || async {
+        gateway.log().contains("131031")
+    })
+    .await;
+    let log = gateway.log();
+    for secret in [
+        "EAAG-header-token-1111",
+        "EAAG-query-token-2222",
+        "918273",
+        "564738",
+        "feedc0de99",
+        "admin-secret-3f9a",
+        "app-secret-7c21",
+        "verify-token-5d88",
+        "health-token-0b4e",
+    ] {
+        assert!(!log.contains(secret), "{secret} appears in the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
+    let sim = sim().await;
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 1500})).await;
+    let upstream = format!("http://{}", sim.addr);
+    let mut gateway = Process::spawn(&[
+        ("WAGATE_UPSTREAM__BASE_URL", &upstream),
+        ("WAGATE_SERVER__DRAIN_TIMEOUT", "20s"),
+    ]);
+    let url = format!("{}/v24.0/{NUMBER}/messages", gateway.url());
+    let slow = tokio::spawn(async move { http().post(url).json(&send_body()).send().await });
+    support::wait_until(Duration::from_secs(5), || async {
+        metric(gateway.admin, "wagate_in_flight_requests").await == 1.0
+    })
+    .await;
+    gateway.terminate();
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["messages"][0]["id"].is_string());
+    let code = tokio::task::spawn_blocking(move || gateway.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

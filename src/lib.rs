@@ -14,6 +14,8 @@
 //! - [`app`]: builds the gateway from the configuration and runs it.
 //! - [`proxy`]: the reverse proxy: routes, upstream client, inspection,
 //!   gateway-made errors, the accept loop.
+//! - [`store`]: where breaker state lives: the `BreakerStore` trait, the
+//!   embedded file store and the Redis store.
 //! - [`admin`]: the admin listener: metrics, health checks, admin API.
 //! - [`breaker`]: the pure breaker state machine and the rules table.
 //! - [`graph`]: Meta's API model (error envelope).
@@ -30,6 +32,7 @@ pub mod graph;
 pub mod metrics;
 pub mod proxy;
 pub mod sim;
+pub mod store;
 pub mod telemetry;
 
 pub use app::{Listeners, RunError, run};

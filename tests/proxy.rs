@@ -390,7 +390,7 @@ async fn too_many_in_flight_is_a_503_with_retry_after() {
     let gateway = InProcess::start(sim.addr, |c| c.limits.max_in_flight = 1).await;
     let slow_url = format!("{}/v24.0/{NUMBER}/messages", gateway.url());
     let slow = tokio::spawn(async move { http().post(slow_url).json(&send_body()).send().await });
-    support::wait_until(Duration::from_secs(5), || async {
+    support::wait_until_async(Duration::from_secs(5), "the slow request is in flight", || async {
         metric(gateway.admin, "wagate_in_flight_requests").await == 1.0
     })
     .await;
@@ -528,7 +528,7 @@ async fn logs_never_contain_tokens_pins_or_secrets() {
         send.send().await.unwrap();
     }
     // The 131031 above was logged: wait for that line, then read everything.
-    support::wait_until(Duration::from_secs(5), || async {
+    support::wait_until_async(Duration::from_secs(5), "the lock is logged", || async {
         gateway.log().contains("131031")
     })
     .await;
@@ -559,7 +559,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     ]);
     let url = format!("{}/v24.0/{NUMBER}/messages", gateway.url());
     let slow = tokio::spawn(async move { http().post(url).json(&send_body()).send().await });
-    support::wait_until(Duration::from_secs(5), || async {
+    support::wait_until_async(Duration::from_secs(5), "the slow request is in flight", || async {
         metric(gateway.admin, "wagate_in_flight_requests").await == 1.0
     })
     .await;

@@ -1,0 +1,198 @@
+//! Where breaker state lives: one trait, [`BreakerStore`], with two
+//! implementations: [`EmbeddedStore`] (one replica, a local file) and
+//! a Redis store (shared by every replica).
+//!
+//! The stores are dumb. They persist a versioned record whose body is JSON
+//! text written by `breaker`, swap it atomically when the caller's expected
+//! version matches, publish every applied change and keep an audit trail per
+//! number. They never look inside the body: the one bit of breaker meaning
+//! they carry is `active`, which says whether the gateway's snapshot must
+//! hold the record and whether it may expire.
+//!
+//! The gateway never calls a store on its hot path. It keeps a snapshot of
+//! the active records, fed by [`BreakerStore::subscribe`], a periodic
+//! [`BreakerStore::list_active`] and a reload on every
+//! [`StoreEvent::Resync`]. To start without missing a change, subscribe
+//! first, then list.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub mod embedded;
+
+pub use self::embedded::{EmbeddedOptions, EmbeddedStore};
+
+/// How many change events a slow subscriber may fall behind before it sees
+/// `RecvError::Lagged`, which it must treat like [`StoreEvent::Resync`].
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// One stored breaker record: an opaque JSON body under a version number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Storage id, unique within its number, for example `200000000000001`
+    /// or `200000000000001:pair:ab12…`.
+    pub id: String,
+    /// The `phone_number_id` the record belongs to. Redis keys are
+    /// hash-tagged with it, so a number's keys share one Cluster slot.
+    pub number: String,
+    /// Bumped by every applied write; never reused while the record is kept.
+    pub version: u64,
+    /// False once the breaker is closed. Closed records are kept for a
+    /// retention time so versions stay monotonic, then they expire.
+    pub active: bool,
+    /// The breaker's own JSON, stored and returned byte for byte.
+    pub body: String,
+}
+
+/// A compare-and-set request: store `record` if the stored version equals
+/// `expected_version`, and append `audit` to the number's audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The version the caller read; 0 means the record must be absent.
+    pub expected_version: u64,
+    /// The new record; its `version` must be greater than `expected_version`.
+    pub record: StoredRecord,
+    /// One JSON line describing the transition, kept in the audit trail.
+    pub audit: String,
+}
+
+impl Write {
+    /// Rejects writes that would break the stores' invariants: versions go
+    /// up, and the number can serve as a Redis hash tag.
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        let invalid = |reason: String| Err(StoreError::InvalidWrite(reason));
+        let record = &self.record;
+        if record.id.is_empty() {
+            return invalid("record id is empty".to_owned());
+        }
+        if let Err(reason) = check_number(&record.number) {
+            return invalid(reason);
+        }
+        if record.version <= self.expected_version {
+            return invalid(format!(
+                "new version {} is not greater than expected version {}",
+                record.version, self.expected_version
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A number must be non-empty and free of braces: it becomes the Redis hash
+/// tag `{number}`, and a brace inside would move the tag.
+pub(crate) fn check_number(number: &str) -> Result<(), String> {
+    if number.is_empty() {
+        return Err("number is empty".to_owned());
+    }
+    if number.contains(['{', '}']) {
+        return Err(format!("number {number:?} contains a brace"));
+    }
+    Ok(())
+}
+
+/// The result of a compare-and-set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The record was stored, the audit line appended and the change published.
+    Applied,
+    /// The stored version differed; nothing was written.
+    Conflict {
+        /// What is stored now (`None`: absent), so the caller can re-run its
+        /// transition on it without another read.
+        current: Option<StoredRecord>,
+    },
+}
+
+/// A change seen by a subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A record was written, by this replica or any other.
+    Changed(StoredRecord),
+    /// The link to the store was lost and is back: changes may have been
+    /// missed, so reload everything with [`BreakerStore::list_active`].
+    Resync,
+}
+
+/// Errors at the store boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached (connection refused, dropped, timed out).
+    /// The caller keeps serving from its snapshot (fail-static).
+    #[error("breaker store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("corrupt breaker store data in {what}: {detail}")]
+    Corrupt {
+        /// The file or key holding the data.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The embedded store's file could not be read or written.
+    #[error("breaker store file {path}: {source}")]
+    Io {
+        /// The file (or temporary file) involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The write breaks an invariant (empty id, version not increasing, …).
+    #[error("invalid breaker store write: {0}")]
+    InvalidWrite(String),
+    /// The store's configuration is unusable (bad URL, bad key prefix).
+    #[error("invalid breaker store configuration: {0}")]
+    Config(String),
+}
+
+/// Persistent, shared breaker state. Object-safe, so the gateway holds an
+/// `Arc<dyn BreakerStore>`; calls are off the hot path, hence boxed futures.
+pub trait BreakerStore: Send + Sync + 'static {
+    /// `"embedded"` or `"redis"`, for logs and metrics labels.
+    fn kind(&self) -> &'static str;
+
+    /// The record `id` of `number`, if stored (closed records included until
+    /// they expire).
+    fn get<'a>(
+        &'a self,
+        number: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>>;
+
+    /// Atomically checks the stored version and applies `write`: stores the
+    /// record, appends the audit line and publishes [`StoreEvent::Changed`].
+    fn compare_and_set(&self, write: Write) -> BoxFuture<'_, Result<CasOutcome, StoreError>>;
+
+    /// Every active record, in no particular order.
+    fn list_active(&self) -> BoxFuture<'_, Result<Vec<StoredRecord>, StoreError>>;
+
+    /// Up to `limit` audit lines of `number`, newest first.
+    fn audit<'a>(
+        &'a self,
+        number: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+
+    /// A receiver of every change from now on.
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+
+    /// Whether the store answered its last command and, for Redis, its change
+    /// subscription is connected. Feeds `/readyz`.
+    fn is_healthy(&self) -> bool;
+}
+
+/// Opens the store `config` asks for.
+pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn BreakerStore>, StoreError> {
+    if !config.redis_url.is_empty() {
+        return Err(StoreError::Config(
+            "the redis store is not built in yet".to_owned(),
+        ));
+    }
+    Ok(Arc::new(EmbeddedStore::open(&config.path)?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: waiting for a condition with a
-//! deadline, unique names, and the contract
+//! deadline, unique names, real Redis servers ([`redis`]), and the contract
 //! every `BreakerStore` must meet ([`store_contract`]).
 //!
 //! Use it from a test file with `mod support;`.
@@ -12,6 +12,8 @@ pub mod gateway;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+pub mod redis;
 
 /// Pause between polls of a condition.
 const POLL: Duration = Duration::from_millis(10);

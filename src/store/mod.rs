@@ -1,6 +1,6 @@
 //! Where breaker state lives: one trait, [`BreakerStore`], with two
 //! implementations: [`EmbeddedStore`] (one replica, a local file) and
-//! a Redis store (shared by every replica).
+//! [`RedisStore`] (shared by every replica; standalone or Cluster).
 //!
 //! The stores are dumb. They persist a versioned record whose body is JSON
 //! text written by `breaker`, swap it atomically when the caller's expected
@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub mod embedded;
+pub mod redis;
 
 pub use self::embedded::{EmbeddedOptions, EmbeddedStore};
+pub use self::redis::{RedisOptions, RedisStore};
 
 /// How many change events a slow subscriber may fall behind before it sees
 /// `RecvError::Lagged`, which it must treat like [`StoreEvent::Resync`].
@@ -146,6 +148,10 @@ pub enum StoreError {
     /// The store's configuration is unusable (bad URL, bad key prefix).
     #[error("invalid breaker store configuration: {0}")]
     Config(String),
+    /// Redis answered with an error that is not an outage, such as a script
+    /// error.
+    #[error("redis command failed: {0}")]
+    Redis(#[source] ::redis::RedisError),
 }
 
 /// Persistent, shared breaker state. Object-safe, so the gateway holds an
@@ -184,14 +190,23 @@ pub trait BreakerStore: Send + Sync + 'static {
     fn is_healthy(&self) -> bool;
 }
 
-/// Opens the store `config` asks for.
+/// Opens the store `config` asks for: Redis when `redis_url` is set (several
+/// comma-separated URLs mean a Cluster), else the embedded file.
 pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn BreakerStore>, StoreError> {
-    if !config.redis_url.is_empty() {
-        return Err(StoreError::Config(
-            "the redis store is not built in yet".to_owned(),
-        ));
+    if config.redis_url.is_empty() {
+        return Ok(Arc::new(EmbeddedStore::open(&config.path)?));
     }
-    Ok(Arc::new(EmbeddedStore::open(&config.path)?))
+    let urls: Vec<String> = config
+        .redis_url
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(Arc::new(
+        RedisStore::connect(&urls, RedisOptions::default()).await?,
+    ))
 }
 
 #[cfg(test)]

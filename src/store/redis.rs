@@ -1,0 +1,363 @@
+//! The Redis store: the shared source of truth for every replica, on a
+//! standalone server or a Cluster.
+//!
+//! Keys carry the number as a hash tag, so a Cluster keeps each number's keys
+//! in one slot and the transition script may touch them together:
+//!
+//! - `{prefix}:{<number>}:rec:<id>`: a hash with `id`, `number`, `version`,
+//!   `active` (`1`/`0`) and `body`; closed records expire after
+//!   [`RedisOptions::closed_ttl`];
+//! - `{prefix}:{<number>}:audit`: a stream of `line` entries, capped at about
+//!   [`RedisOptions::audit_max_len`];
+//! - channel `{prefix}:changes`: every applied write, as the record's JSON.
+//!
+//! Every command is bounded by [`RedisOptions::command_timeout`], so callers
+//! learn quickly that Redis is down and go fail-static.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use redis::{Client, RedisError, RetryMethod, Script};
+use tokio::sync::broadcast;
+
+use super::{
+    BreakerStore, CasOutcome, EVENT_CAPACITY, StoreError, StoreEvent, StoredRecord, Write,
+};
+
+mod conn;
+mod reply;
+mod subscriber;
+
+use conn::Conn;
+use reply::{parse_outcome, parse_record};
+use subscriber::{Health, SubscriberGuard};
+
+/// Tuning of the Redis store.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// First part of every key and of the change channel. Default `wagate`;
+    /// lets several deployments (or tests) share one Redis.
+    pub key_prefix: String,
+    /// Treat a single URL as a Cluster seed. Several URLs always mean a
+    /// Cluster. Default false.
+    pub cluster: bool,
+    /// How long a closed record is kept. Default 7 days: long enough that no
+    /// replica still holds a copy with an older version.
+    pub closed_ttl: Duration,
+    /// Approximate cap on each number's audit stream. Default 1000.
+    pub audit_max_len: usize,
+    /// Upper bound on each command, connection attempt included. Default 1s:
+    /// the caller must learn quickly that Redis is down.
+    pub command_timeout: Duration,
+    /// How often the change subscription and the command connection are
+    /// pinged, so a silently dead link and `is_healthy` are noticed while
+    /// idle. Default 2s.
+    pub keepalive: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            key_prefix: "wagate".to_owned(),
+            cluster: false,
+            closed_ttl: Duration::from_secs(7 * 24 * 3600),
+            audit_max_len: 1000,
+            command_timeout: Duration::from_secs(1),
+            keepalive: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RedisOptions {
+    fn validate(&self) -> Result<(), StoreError> {
+        let invalid = |reason: &str| Err(StoreError::Config(reason.to_owned()));
+        // Braces would move the hash tag; glob characters would break SCAN.
+        let bad = |c: char| "{}*?[]\\".contains(c) || c.is_whitespace();
+        if self.key_prefix.is_empty() || self.key_prefix.contains(bad) {
+            return invalid("key prefix must be non-empty, without braces, globs or spaces");
+        }
+        if self.closed_ttl < Duration::from_millis(1) {
+            return invalid("closed record TTL must be at least 1ms");
+        }
+        if self.audit_max_len == 0 {
+            return invalid("audit stream max length must be positive");
+        }
+        if self.command_timeout.is_zero() || self.keepalive.is_zero() {
+            return invalid("command timeout and keepalive must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Key names of one deployment.
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn record(&self, number: &str, id: &str) -> String {
+        format!("{}:{{{number}}}:rec:{id}", self.prefix)
+    }
+
+    fn audit(&self, number: &str) -> String {
+        format!("{}:{{{number}}}:audit", self.prefix)
+    }
+
+    fn records_pattern(&self) -> String {
+        format!("{}:{{*}}:rec:*", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:changes", self.prefix)
+    }
+}
+
+/// What the store and its subscription task share.
+struct Shared {
+    conn: Conn,
+    options: RedisOptions,
+    events: broadcast::Sender<StoreEvent>,
+    health: Health,
+}
+
+impl Shared {
+    /// Runs one Redis call under the command timeout, records the outcome in
+    /// the health flag and sorts outages from other errors.
+    async fn run<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(self.options.command_timeout, call).await {
+            Err(_) => Err(StoreError::Unavailable(
+                "redis command timed out".to_owned(),
+            )),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if is_outage(&e) => Err(StoreError::Unavailable(e.to_string())),
+            // Redis answered, so the link is fine even though the call failed.
+            Ok(Err(e)) => Err(StoreError::Redis(e)),
+        };
+        let down = matches!(result, Err(StoreError::Unavailable(_)));
+        self.health.set_commands(!down);
+        result
+    }
+
+    /// PINGs the command connection to refresh the health flag.
+    async fn check_commands(&self) {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING");
+        let _ = self.run(ping.query_async::<String>(&mut conn)).await;
+    }
+}
+
+/// Errors that mean "Redis is not there" (as opposed to "Redis said no").
+fn is_outage(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || !matches!(e.retry_method(), RetryMethod::NoRetry)
+}
+
+/// The Redis-backed store. Dropping it stops its subscription task.
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    keys: Keys,
+    script: Script,
+    _subscriber: SubscriberGuard,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No URLs: they may carry a password.
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.shared.conn.is_cluster())
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis: one URL is a standalone server (reconnected
+    /// automatically), several URLs or [`RedisOptions::cluster`] are Cluster
+    /// seeds. Returns once the change subscription is live, so no change
+    /// written after this returns is missed.
+    pub async fn connect(urls: &[String], options: RedisOptions) -> Result<Self, StoreError> {
+        options.validate()?;
+        if urls.is_empty() {
+            return Err(StoreError::Config("no redis URL".to_owned()));
+        }
+        let clients = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                // The URL itself may carry a password: name it by position.
+                Client::open(url.as_str())
+                    .map_err(|e| StoreError::Config(format!("redis URL #{}: {e}", i + 1)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = Keys {
+            prefix: options.key_prefix.clone(),
+        };
+        let timeout = options.command_timeout;
+        let connecting = if urls.len() > 1 || options.cluster {
+            Conn::cluster(urls, timeout).boxed()
+        } else {
+            Conn::standalone(clients[0].clone(), timeout).boxed()
+        };
+        let conn = match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "redis connect timed out".to_owned(),
+                ));
+            }
+            Ok(Err(e)) if is_outage(&e) => return Err(StoreError::Unavailable(e.to_string())),
+            Ok(Err(e)) => return Err(StoreError::Redis(e)),
+            Ok(Ok(conn)) => conn,
+        };
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let shared = Arc::new(Shared {
+            conn,
+            options,
+            events,
+            health: Health::default(),
+        });
+        let subscriber = subscriber::start(shared.clone(), clients, keys.channel()).await?;
+        Ok(Self {
+            shared,
+            keys,
+            script: Script::new(include_str!("transition.lua")),
+            _subscriber: subscriber,
+        })
+    }
+
+    async fn fetch(&self, key: String) -> Result<Option<StoredRecord>, StoreError> {
+        let mut conn = self.shared.conn.clone();
+        let fields: HashMap<String, String> = self
+            .shared
+            .run(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_record(&key, fields).map(Some)
+    }
+
+    async fn apply(&self, write: Write) -> Result<CasOutcome, StoreError> {
+        write.validate()?;
+        let Write {
+            expected_version,
+            record,
+            audit,
+        } = write;
+        let event = serde_json::to_string(&record)
+            .map_err(|e| StoreError::InvalidWrite(format!("record does not encode: {e}")))?;
+        let options = &self.shared.options;
+        let ttl_ms = u64::try_from(options.closed_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self
+            .script
+            .key(self.keys.record(&record.number, &record.id));
+        invocation
+            .key(self.keys.audit(&record.number))
+            .arg(expected_version.to_string())
+            .arg(record.version.to_string())
+            .arg(if record.active { "1" } else { "0" })
+            .arg(&record.id)
+            .arg(&record.number)
+            .arg(&record.body)
+            .arg(audit)
+            .arg(ttl_ms)
+            .arg(options.audit_max_len)
+            .arg(self.keys.channel())
+            .arg(event);
+        let mut conn = self.shared.conn.clone();
+        let reply: Vec<Option<String>> =
+            self.shared.run(invocation.invoke_async(&mut conn)).await?;
+        parse_outcome(&self.keys.record(&record.number, &record.id), reply)
+    }
+
+    async fn active(&self) -> Result<Vec<StoredRecord>, StoreError> {
+        let keys = self
+            .shared
+            .run(self.shared.conn.scan(&self.keys.records_pattern()))
+            .await?;
+        // Bounded concurrency: a resync must not flood Redis.
+        let records: Vec<Option<StoredRecord>> = futures_util::stream::iter(keys)
+            .map(|key| self.fetch(key))
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(records.into_iter().flatten().filter(|r| r.active).collect())
+    }
+
+    async fn audit_lines(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.audit(number);
+        let mut conn = self.shared.conn.clone();
+        let entries: Vec<(String, Vec<String>)> = self
+            .shared
+            .run(
+                redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(entry_id, fields)| {
+                let mut pairs = fields.chunks_exact(2);
+                pairs
+                    .find(|pair| pair[0] == "line")
+                    .map(|pair| pair[1].clone())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("{key} entry {entry_id}"),
+                        detail: "no line field".to_owned(),
+                    })
+            })
+            .collect()
+    }
+}
+
+impl BreakerStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn get<'a>(
+        &'a self,
+        number: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>> {
+        self.fetch(self.keys.record(number, id)).boxed()
+    }
+
+    fn compare_and_set(&self, write: Write) -> BoxFuture<'_, Result<CasOutcome, StoreError>> {
+        self.apply(write).boxed()
+    }
+
+    fn list_active(&self) -> BoxFuture<'_, Result<Vec<StoredRecord>, StoreError>> {
+        self.active().boxed()
+    }
+
+    fn audit<'a>(
+        &'a self,
+        number: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        self.audit_lines(number, limit).boxed()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.shared.health.is_healthy()
+    }
+}

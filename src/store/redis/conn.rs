@@ -1,0 +1,174 @@
+//! One command connection over either deployment: a standalone server
+//! (`ConnectionManager`, which reconnects by itself) or a Cluster (which
+//! follows the slot map by itself). Both are cheap to clone and multiplexed.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+/// Keys per SCAN round trip: big enough that a resync takes few trips.
+const SCAN_COUNT: usize = 1000;
+
+#[derive(Clone)]
+pub(super) enum Conn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Connects to one server. Reconnection is quick and bounded, so once
+    /// Redis returns the next command finds it, and while it is away each
+    /// command fails within `timeout`.
+    pub(super) async fn standalone(client: Client, timeout: Duration) -> RedisResult<Self> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        Ok(Self::Standalone(
+            ConnectionManager::new_with_config(client, config).await?,
+        ))
+    }
+
+    /// Connects to a Cluster through its seed nodes.
+    pub(super) async fn cluster(urls: &[String], timeout: Duration) -> RedisResult<Self> {
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(2)
+            .build()?;
+        Ok(Self::Cluster(client.get_async_connection().await?))
+    }
+
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// Every key matching `pattern`; in a Cluster, on every master.
+    pub(super) async fn scan(&self, pattern: &str) -> RedisResult<Vec<String>> {
+        match self {
+            Self::Standalone(manager) => {
+                scan_node(pattern, |cmd| {
+                    let mut conn = manager.clone();
+                    async move { cmd.query_async::<Value>(&mut conn).await }
+                })
+                .await
+            }
+            Self::Cluster(cluster) => {
+                let mut keys = Vec::new();
+                for slot in master_slots(cluster).await? {
+                    // Routing by a slot the master owns keeps every SCAN
+                    // round trip of one cursor on that master.
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::new(slot, SlotAddr::Master),
+                    ));
+                    keys.extend(
+                        scan_node(pattern, |cmd| {
+                            let mut conn = cluster.clone();
+                            let route = route.clone();
+                            async move { conn.route_command(cmd, route).await }
+                        })
+                        .await?,
+                    );
+                }
+                Ok(keys)
+            }
+        }
+    }
+}
+
+/// Runs a SCAN loop to completion through `send`, which must send every
+/// round trip to the same node.
+async fn scan_node<F, Fut>(pattern: &str, send: F) -> RedisResult<Vec<String>>
+where
+    F: Fn(Cmd) -> Fut,
+    Fut: std::future::Future<Output = RedisResult<Value>>,
+{
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(send(cmd).await?)?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// One slot per master, read from `CLUSTER SLOTS`:
+/// `[[start, end, [host, port, id…], replicas…], …]`.
+async fn master_slots(cluster: &ClusterConnection) -> RedisResult<Vec<u16>> {
+    let mut conn = cluster.clone();
+    let reply: Vec<Vec<Value>> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await?;
+    let mut seen = HashSet::new();
+    let mut slots = Vec::new();
+    for range in reply {
+        let (Some(start), Some(Value::Array(master))) = (range.first(), range.get(2)) else {
+            return Err(unexpected("CLUSTER SLOTS entry"));
+        };
+        let start: u16 = redis::from_redis_value_ref(start)?;
+        let (Some(host), Some(port)) = (master.first(), master.get(1)) else {
+            return Err(unexpected("CLUSTER SLOTS master"));
+        };
+        let node: (String, u16) = (
+            redis::from_redis_value_ref(host)?,
+            redis::from_redis_value_ref(port)?,
+        );
+        if seen.insert(node) {
+            slots.push(start);
+        }
+    }
+    Ok(slots)
+}
+
+fn unexpected(what: &'static str) -> RedisError {
+    RedisError::from((
+        ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        what.to_owned(),
+    ))
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}

@@ -390,9 +390,11 @@ async fn too_many_in_flight_is_a_503_with_retry_after() {
     let gateway = InProcess::start(sim.addr, |c| c.limits.max_in_flight = 1).await;
     let slow_url = format!("{}/v24.0/{NUMBER}/messages", gateway.url());
     let slow = tokio::spawn(async move { http().post(slow_url).json(&send_body()).send().await });
-    support::wait_until_async(Duration::from_secs(5), "the slow request is in flight", || async {
-        metric(gateway.admin, "wagate_in_flight_requests").await == 1.0
-    })
+    support::wait_until_async(
+        Duration::from_secs(5),
+        "the slow request is in flight",
+        || async { metric(gateway.admin, "wagate_in_flight_requests").await == 1.0 },
+    )
     .await;
     let response = http()
         .post(format!("{}/v24.0/200000000000002/messages", gateway.url()))
@@ -559,9 +561,11 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_zero() {
     ]);
     let url = format!("{}/v24.0/{NUMBER}/messages", gateway.url());
     let slow = tokio::spawn(async move { http().post(url).json(&send_body()).send().await });
-    support::wait_until_async(Duration::from_secs(5), "the slow request is in flight", || async {
-        metric(gateway.admin, "wagate_in_flight_requests").await == 1.0
-    })
+    support::wait_until_async(
+        Duration::from_secs(5),
+        "the slow request is in flight",
+        || async { metric(gateway.admin, "wagate_in_flight_requests").await == 1.0 },
+    )
     .await;
     gateway.terminate();
     let response = slow.await.unwrap().unwrap();

@@ -1,1 +1,10 @@
 //! The per-number circuit breaker: a pure state machine and the rules table.
+//!
+//! Nothing here does I/O or reads the clock. The only module of ours used
+//! here is [`crate::graph`].
+//!
+//! - `key`: [`UnixMillis`], [`BreakerKey`] and [`RecipientHash`].
+
+mod key;
+
+pub use key::{BreakerKey, KeyError, RecipientHash, UnixMillis};

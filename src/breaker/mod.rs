@@ -4,7 +4,10 @@
 //! here is [`crate::graph`].
 //!
 //! - `key`: [`UnixMillis`], [`BreakerKey`] and [`RecipientHash`].
+//! - `rules`: the [`Rules`] table mapping Graph error codes to actions.
 
 mod key;
+mod rules;
 
 pub use key::{BreakerKey, KeyError, RecipientHash, UnixMillis};
+pub use rules::{Action, CodeMatch, Rule, Rules, RulesError, Scope, Verdict};

@@ -1,0 +1,92 @@
+//! The inputs of the machine: what was seen, what health said, how a probe
+//! went, what an operator asked, and time passing.
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{HealthError, Source};
+use crate::graph::GraphError;
+
+/// One input to [`apply`](super::apply).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// Meta reported an error for this key, in a response or a webhook; the
+    /// rules decide what it does.
+    GraphError(Observed),
+    /// A Health Status API poll for this number.
+    Health(HealthVerdict),
+    /// The outcome of a send admitted while ramping.
+    Probe {
+        /// Whether Meta accepted it.
+        ok: bool,
+    },
+    /// An operator's command.
+    Operator(OperatorAction),
+    /// Time passed: ends cool-downs and ramp stages. Sent periodically for
+    /// the non-closed records.
+    Tick,
+}
+
+/// A Graph error as seen by one of wagate's inputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    /// `error.code`, the only field classification reads.
+    pub code: i64,
+    /// Where it was seen: [`Source::Response`] or [`Source::Webhook`].
+    pub source: Source,
+    /// `fbtrace_id`, quoted back in refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fbtrace_id: Option<String>,
+    /// `error_data.details`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+impl From<&GraphError> for Observed {
+    /// An error in a response the proxy forwarded.
+    fn from(e: &GraphError) -> Self {
+        Self {
+            code: e.code,
+            source: Source::Response,
+            fbtrace_id: e.fbtrace_id.clone(),
+            details: e.details.clone(),
+        }
+    }
+}
+
+/// The overall `can_send_message` of a Health Status API response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthVerdict {
+    /// Every entity can send.
+    Available,
+    /// Some entity has limitations but none is blocked (Meta's overall value
+    /// is BLOCKED as soon as one entity is). For release this counts as
+    /// available: limitations such as an unverified business do not stop
+    /// sends.
+    Limited,
+    /// Some entity cannot send; Meta's errors, for the reason.
+    Blocked(Vec<HealthError>),
+}
+
+/// What an operator asked for. The reason is recorded in the breaker and in
+/// the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorAction {
+    /// Close the breaker now, forgetting its trips.
+    Reset {
+        /// Why, in the operator's words.
+        reason: String,
+    },
+    /// Hold the number: refuse its sends until an operator says otherwise.
+    Trip {
+        /// Why, in the operator's words.
+        reason: String,
+    },
+    /// Start the ramp now, without waiting for health or `min_open`.
+    Release {
+        /// Why, in the operator's words.
+        reason: String,
+    },
+}

@@ -205,7 +205,9 @@ fn observed(b: Option<&Breaker>, seen: &Observed, ctx: &Ctx<'_>) -> Option<Chang
     if !applies {
         return None;
     }
-    let cause = Cause {
+    // Built only when the event changes something: a duplicate of a lock
+    // already open costs no allocation.
+    let cause = || Cause {
         code: seen.code,
         source: seen.source,
         fbtrace_id: seen.fbtrace_id.clone(),
@@ -225,7 +227,7 @@ fn observed(b: Option<&Breaker>, seen: &Observed, ctx: &Ctx<'_>) -> Option<Chang
 }
 
 /// A trip rule matched (or health said BLOCKED): wait for health.
-fn trip(b: Option<&Breaker>, cause: Cause, ctx: &Ctx<'_>) -> Option<Change> {
+fn trip(b: Option<&Breaker>, cause: impl FnOnce() -> Cause, ctx: &Ctx<'_>) -> Option<Change> {
     let trips = match b.map(|b| (b, b.state, b.release)) {
         None | Some((_, State::Closed, _)) => 1,
         // Already refusing until health or an operator lets go: the same
@@ -237,6 +239,7 @@ fn trip(b: Option<&Breaker>, cause: Cause, ctx: &Ctx<'_>) -> Option<Change> {
         // A lock during a plain cool-down starts the episode.
         Some((_, State::Open, Release::At(_))) => 1,
     };
+    let cause = cause();
     let min_open = ctx.settings.min_open_for(ctx.key, trips);
     let until = ctx.now.saturating_add(min_open);
     let reason = format!(
@@ -281,10 +284,15 @@ impl Timer {
 }
 
 /// A cool-down or back-off rule matched.
-fn timed(b: Option<&Breaker>, cause: Cause, timer: Timer, ctx: &Ctx<'_>) -> Option<Change> {
+fn timed(
+    b: Option<&Breaker>,
+    cause: impl FnOnce() -> Cause,
+    timer: Timer,
+    ctx: &Ctx<'_>,
+) -> Option<Change> {
     let trips = match b.map(|b| (b, b.state)) {
         None | Some((_, State::Closed)) => 1,
-        Some((b, State::Ramping)) => return Some(pause_ramp(b, cause, timer.wait(1), ctx)),
+        Some((b, State::Ramping)) => return Some(pause_ramp(b, cause(), timer.wait(1), ctx)),
         // Only a lingering back-off is still stored once expired: a new hit
         // now waits longer.
         Some((b, State::Open)) if b.is_expired(ctx.now) => match timer {
@@ -294,6 +302,7 @@ fn timed(b: Option<&Breaker>, cause: Cause, timer: Timer, ctx: &Ctx<'_>) -> Opti
         // Already refusing: the same throttle seen again does not extend it.
         Some((_, State::Open | State::Held)) => return None,
     };
+    let cause = cause();
     let wait = timer.wait(trips);
     let until = ctx.now.saturating_add(wait);
     let reason = format!(

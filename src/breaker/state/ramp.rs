@@ -57,7 +57,7 @@ fn blocked(b: Option<&Breaker>, errors: &[HealthError], ctx: &Ctx<'_>) -> Option
         details: first.map(|e| e.description.clone()),
         at: ctx.now,
     };
-    let mut change = trip(b, cause, ctx)?;
+    let mut change = trip(b, move || cause, ctx)?;
     if let Some(next) = &mut change.next {
         next.health_errors = errors.to_vec();
         next.reason.clone_from(&reason);
@@ -103,7 +103,7 @@ pub(super) fn probe(b: &Breaker, ok: bool, ctx: &Ctx<'_>) -> Option<Change> {
             details: Some("a send admitted while ramping failed".to_owned()),
             at: ctx.now,
         };
-        return trip(Some(b), cause, ctx);
+        return trip(Some(b), move || cause, ctx);
     }
     (ramp.stage == 0).then(|| advance(b, ramp, Source::Response, ctx))
 }

@@ -11,6 +11,7 @@ use crate::breaker::{
 mod props;
 mod scenarios;
 mod table;
+mod timed;
 
 /// 2026-08-14, around the fixtures' timestamps.
 const T0: u64 = 1_786_700_000_000;

@@ -8,9 +8,11 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::admin::{self, Readiness};
+use crate::breaker::Rules;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::proxy::{self, InFlightLimit, Proxy, ProxySettings, Target};
+use crate::engine::{Breakers, Timing};
+use crate::metrics::{BreakerMetrics, Metrics};
+use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, Target};
 
 /// The two listeners, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -40,6 +42,14 @@ pub enum RunError {
     /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The breaker store could not be opened (an unreadable embedded file,
+    /// a bad Redis URL). An unreachable Redis is not an error: the gateway
+    /// starts degraded and catches up.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The rules table is invalid (config validation should have caught it).
+    #[error("rules: {0}")]
+    Rules(#[from] crate::breaker::RulesError),
 }
 
 /// Runs the gateway on `listeners` until `shutdown` resolves, then drains
@@ -51,12 +61,24 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry)?;
+    let breaker_metrics = BreakerMetrics::new(&registry)?;
     let readiness = Readiness::default();
+
+    let store = crate::store::open(&config.store).await?;
+    let rules = Rules::with_overrides(config.rules.clone())?;
+    let breakers = Breakers::start(
+        store,
+        rules,
+        config.breaker.clone(),
+        breaker_metrics.clone(),
+        Timing::default(),
+    )
+    .await;
 
     let target =
         Target::new(config.upstream.uri()).map_err(|e| RunError::Upstream(e.to_string()))?;
     let in_flight = InFlightLimit::new(config.limits.max_in_flight, metrics.in_flight().clone());
-    let service = Proxy::new(
+    let proxy = Proxy::new(
         proxy::client(&config.upstream),
         target,
         ProxySettings {
@@ -66,13 +88,29 @@ pub async fn run(
         },
         metrics.clone(),
         in_flight,
-        Arc::new(()),
+        Arc::new(breakers.clone()),
     );
+    // Request order, top to bottom: the gate refuses sends for open numbers
+    // before anything is forwarded (unless `server.gate` is off: shadow
+    // mode); the proxy forwards the rest and feeds Meta's errors back to the
+    // breakers.
+    let gate = config
+        .server
+        .gate
+        .then(|| GateLayer::new(breakers.clone(), metrics.clone(), breaker_metrics));
+    let service = tower::ServiceBuilder::new()
+        .option_layer(gate)
+        .service(proxy);
 
     let proxy_addr = local(&listeners.proxy);
     let admin_addr = local(&listeners.admin);
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_router = admin::router(metrics.clone(), readiness.clone());
+    let admin_router = admin::router(
+        metrics.clone(),
+        readiness.clone(),
+        breakers.clone(),
+        config.admin.token.expose(),
+    );
     let admin_task = tokio::spawn(async move {
         let stopped = async {
             let _ = admin_stopped.await;
@@ -86,6 +124,7 @@ pub async fn run(
         proxy = %proxy_addr,
         admin = %admin_addr,
         upstream = %config.upstream.base_url,
+        store = breakers.store_kind(),
         "wagate serving"
     );
     readiness.set_ready();

@@ -14,6 +14,8 @@
 //! - [`app`]: builds the gateway from the configuration and runs it.
 //! - [`proxy`]: the reverse proxy: routes, upstream client, inspection,
 //!   gateway-made errors, the accept loop.
+//! - [`engine`]: the breaker engine: the machine applied to a local
+//!   snapshot, written through to the store, fail-static.
 //! - [`store`]: where breaker state lives: the `BreakerStore` trait, the
 //!   embedded file store and the Redis store.
 //! - [`admin`]: the admin listener: metrics, health checks, admin API.
@@ -28,6 +30,7 @@ pub mod admin;
 pub mod app;
 pub mod breaker;
 pub mod config;
+pub mod engine;
 pub mod graph;
 pub mod metrics;
 pub mod proxy;

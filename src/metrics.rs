@@ -7,9 +7,11 @@
 //! a request is an atomic add with no label lookup.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
+use crate::breaker::{BreakerKey, State, TransitionRecord};
 use crate::proxy::RouteKind;
 
 /// How a proxied request ended, from the gateway's point of view.
@@ -159,5 +161,131 @@ impl Metrics {
         prometheus::TextEncoder::new()
             .encode_to_string(&families)
             .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+    }
+}
+
+/// The metrics of the breaker engine and the gate.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    state: IntGaugeVec,
+    by_state: IntGaugeVec,
+    transitions: IntCounterVec,
+    refused: IntCounterVec,
+    store_errors: IntCounterVec,
+    resyncs: IntCounter,
+}
+
+impl BreakerMetrics {
+    /// Registers every breaker metric on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "wagate_breaker_state",
+                "1 for the state of each phone number whose breaker is not closed (absent = closed).",
+            ),
+            &["phone_number_id", "state"],
+        )?;
+        let by_state = IntGaugeVec::new(
+            Opts::new(
+                "wagate_breakers",
+                "Breakers that are not closed, by state and kind (number or pair).",
+            ),
+            &["state", "kind"],
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "wagate_breaker_transitions_total",
+                "Breaker transitions written to the store by this replica, by from, to, cause code and source.",
+            ),
+            &["from", "to", "cause", "source"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "wagate_refused_sends_total",
+                "Sends refused at the gateway, by phone number: the retry storm that never reached Meta.",
+            ),
+            &["phone_number_id"],
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "wagate_store_errors_total",
+                "Failed breaker store operations, by operation.",
+            ),
+            &["operation"],
+        )?;
+        let resyncs = IntCounter::new(
+            "wagate_store_resyncs_total",
+            "Full reloads of the breaker snapshot from the store.",
+        )?;
+        registry.register(Box::new(state.clone()))?;
+        registry.register(Box::new(by_state.clone()))?;
+        registry.register(Box::new(transitions.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(resyncs.clone()))?;
+        for s in [State::Open, State::Held, State::Ramping] {
+            for kind in ["number", "pair"] {
+                by_state.with_label_values(&[s.as_str(), kind]).set(0);
+            }
+        }
+        Ok(Self {
+            state,
+            by_state,
+            transitions,
+            refused,
+            store_errors,
+            resyncs,
+        })
+    }
+
+    /// Counts a transition that reached the store.
+    pub fn transition(&self, record: &TransitionRecord) {
+        self.transitions
+            .with_label_values(&[
+                record.from.as_str(),
+                record.to.as_str(),
+                &record.code.to_string(),
+                record.source.as_str(),
+            ])
+            .inc();
+    }
+
+    /// Sets the state gauges from the snapshot's `(key, state)` pairs.
+    pub fn snapshot_changed(&self, states: &[(BreakerKey, State)]) {
+        self.state.reset();
+        let mut counts = std::collections::HashMap::<(State, &str), i64>::new();
+        for (key, state) in states {
+            let kind = match key {
+                BreakerKey::Number(number) => {
+                    self.state
+                        .with_label_values(&[number.as_str(), state.as_str()])
+                        .set(1);
+                    "number"
+                }
+                BreakerKey::Pair { .. } => "pair",
+            };
+            *counts.entry((*state, kind)).or_default() += 1;
+        }
+        for s in [State::Open, State::Held, State::Ramping] {
+            for kind in ["number", "pair"] {
+                let n = counts.get(&(s, kind)).copied().unwrap_or(0);
+                self.by_state.with_label_values(&[s.as_str(), kind]).set(n);
+            }
+        }
+    }
+
+    /// Counts a send refused for `number`.
+    pub fn refused(&self, number: &str) {
+        self.refused.with_label_values(&[number]).inc();
+    }
+
+    /// Counts a failed store operation.
+    pub fn store_error(&self, operation: &str) {
+        self.store_errors.with_label_values(&[operation]).inc();
+    }
+
+    /// Counts a full resync.
+    pub fn resync(&self) {
+        self.resyncs.inc();
     }
 }

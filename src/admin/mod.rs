@@ -1,7 +1,10 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` and the breaker
+//! admin API (`/admin/breakers`).
 //!
-//! It listens on loopback by default because later it also carries the
-//! admin API that opens and closes breakers.
+//! It listens on loopback by default because the admin API opens and closes
+//! breakers; changes also need the bearer token.
+
+mod breakers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -10,9 +13,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::engine::Breakers;
 use crate::metrics::Metrics;
 
 /// What `/readyz` reports.
@@ -49,16 +53,29 @@ impl Readiness {
 struct AdminState {
     metrics: Metrics,
     readiness: Readiness,
+    breakers: Breakers,
+    /// `admin.token`; `None` disables changes.
+    token: Option<std::sync::Arc<str>>,
 }
 
-/// The admin router.
-pub fn router(metrics: Metrics, readiness: Readiness) -> Router {
+/// The admin router. `token` empty disables the mutating endpoints.
+pub fn router(metrics: Metrics, readiness: Readiness, breakers: Breakers, token: &str) -> Router {
+    let token = (!token.is_empty()).then(|| std::sync::Arc::from(token));
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/admin/breakers", get(breakers::list))
+        .route("/admin/breakers/{id}", get(breakers::show))
+        .route("/admin/breakers/{id}/reset", post(breakers::reset))
+        .route("/admin/breakers/{id}/trip", post(breakers::trip))
         .fallback(not_found)
-        .with_state(AdminState { metrics, readiness })
+        .with_state(AdminState {
+            metrics,
+            readiness,
+            breakers,
+            token,
+        })
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {
@@ -76,9 +93,17 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "alive"})).into_response()
 }
 
+/// Ready once the listeners serve. A store outage reports `degraded` with
+/// 200: the gateway keeps serving from its snapshot (fail-static), and
+/// taking every replica out of a load balancer because Redis is down would
+/// turn a store outage into a full outage.
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let (status, text) = state.readiness.status();
-    (status, axum::Json(json!({"status": text}))).into_response()
+    let (status, mut text) = state.readiness.status();
+    let store = state.breakers.store_kind();
+    if status == StatusCode::OK && state.breakers.is_degraded() {
+        text = "degraded";
+    }
+    (status, axum::Json(json!({"status": text, "store": store}))).into_response()
 }
 
 async fn not_found() -> Response {

@@ -52,6 +52,11 @@ pub struct Config {
     pub webhook: Webhook,
     /// Health Status API polling.
     pub health: Health,
+    /// Breaker timing: `min_open`, backoff, ramp.
+    pub breaker: crate::breaker::Settings,
+    /// `[[rules]]`: error code → action and scope, tried before the shipped
+    /// defaults (first match wins), so a rule changes without code.
+    pub rules: Vec<crate::breaker::Rule>,
 }
 
 /// `[listen]`
@@ -152,6 +157,11 @@ pub struct Server {
     /// before the process exits anyway.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
+    /// Whether open breakers refuse sends. `false` runs wagate as an
+    /// observing proxy: breakers still trip, show in metrics and the admin
+    /// API, but every send is forwarded. For rolling wagate out in shadow
+    /// mode, and for measuring the gate's own cost.
+    pub gate: bool,
 }
 
 impl Default for Server {
@@ -159,6 +169,7 @@ impl Default for Server {
         Self {
             worker_threads: 0,
             drain_timeout: Duration::from_secs(30),
+            gate: true,
         }
     }
 }

@@ -38,7 +38,11 @@ fn shipped_file_equals_the_defaults() {
 fn shipped_file_names_the_variable_of_every_key() {
     let defaults = toml::Table::try_from(Config::default()).expect("defaults render");
     for (section, keys) in &defaults {
-        let keys = keys.as_table().expect("every section is a table");
+        // `rules` is an array of tables with no default entries.
+        let Some(keys) = keys.as_table() else {
+            assert_eq!(section, "rules");
+            continue;
+        };
         for key in keys.keys() {
             let var = format!("WAGATE_{}__{}", section, key).to_uppercase();
             assert!(
@@ -298,4 +302,31 @@ fn durations_take_units() {
     assert_eq!(c.server.drain_timeout, Duration::from_secs(5400));
     let err = parse("[upstream]\ntimeout = 30").expect_err("bare number");
     assert!(err.to_string().contains("\"30s\""), "{err}");
+}
+
+#[test]
+fn rules_and_breaker_settings_come_from_the_file() {
+    let config = parse(
+        "[breaker]\nmin_open = \"10m\"\n\n[[rules]]\ncodes = 131048\naction = \"cooldown\"\nscope = \"number\"\ncooldown = \"1h\"\n\n[[rules]]\ncodes = \"200-299\"\naction = \"pass\"\n",
+    )
+    .expect("valid rules");
+    assert_eq!(config.breaker.min_open, std::time::Duration::from_secs(600));
+    assert_eq!(config.rules.len(), 2);
+    let rules = crate::breaker::Rules::with_overrides(config.rules).unwrap();
+    assert_eq!(
+        rules.classify(131048).cooldown,
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(rules.classify(250).action, crate::breaker::Action::Pass);
+}
+
+#[test]
+fn invalid_rules_and_breaker_settings_name_their_key() {
+    let bad_rule = parse("[[rules]]\ncodes = 131048\naction = \"cooldown\"\n").unwrap_err();
+    assert!(bad_rule.to_string().starts_with("rules"), "{bad_rule}");
+    let bad_setting = parse("[breaker]\njitter = 3.0\n").unwrap_err();
+    assert!(
+        bad_setting.to_string().contains("breaker.jitter"),
+        "{bad_setting}"
+    );
 }

@@ -23,7 +23,14 @@ const INSPECT_MAX: usize = 1024 * 1024;
 impl Config {
     /// Checks every value, returning the config unchanged if all are valid,
     /// else an [`ConfigError::Invalid`] naming the first bad key.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        self.breaker = self
+            .breaker
+            .try_validate()
+            .map_err(|e| ConfigError::invalid(&format!("breaker.{}", e.key), e.reason))?;
+        if let Err(e) = crate::breaker::Rules::with_overrides(self.rules.clone()) {
+            return Err(ConfigError::invalid("rules", e.to_string()));
+        }
         listen_addrs_differ(self.listen.proxy, self.listen.admin)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;

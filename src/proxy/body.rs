@@ -33,8 +33,16 @@ pin_project_lite::pin_project! {
     pub enum RequestBody {
         /// The client's body, streamed, ended with [`BodyTooLarge`] once it
         /// passes the limit (bodies without a `Content-Length` are only
-        /// found to be too large while streaming).
-        Streaming { #[pin] inner: Incoming, seen: u64, limit: u64 },
+        /// found to be too large while streaming). `prefix` replays bytes the
+        /// gate already read; `capture` keeps a reference to the first data
+        /// frame (no copy) so a send's recipient can be read after a 131056.
+        Streaming {
+            prefix: Option<Bytes>,
+            #[pin] inner: Incoming,
+            seen: u64,
+            limit: u64,
+            capture: Option<Capture>,
+        },
         /// A body the gateway already read (for example to tell a
         /// mark-as-read from a send).
         Full { data: Option<Bytes> },
@@ -45,10 +53,66 @@ impl RequestBody {
     /// Streams `inner`, failing once more than `limit` bytes have passed.
     pub fn limited(inner: Incoming, limit: u64) -> Self {
         Self::Streaming {
+            prefix: None,
             inner,
             seen: 0,
             limit,
+            capture: None,
         }
+    }
+
+    /// Keeps the first data frame of this body for later reading, and
+    /// returns where to find it. Zero-copy: the frame's bytes are shared.
+    pub fn capture_first_frame(&mut self) -> Capture {
+        match self {
+            Self::Streaming { capture, .. } => capture.get_or_insert_with(Capture::default).clone(),
+            Self::Full { data } => {
+                let capture = Capture::default();
+                if let Some(data) = data {
+                    let _ = capture.0.set(data.clone());
+                }
+                capture
+            }
+        }
+    }
+
+    /// Reads up to `bound` bytes. Returns the whole body when it fits, or a
+    /// body that replays what was read followed by the rest.
+    pub async fn read_bounded(self, bound: usize) -> Result<Buffered, BoxError> {
+        let (prefix, mut inner, seen, limit, capture) = match self {
+            Self::Full { data } => return Ok(Buffered::Whole(data.unwrap_or_default())),
+            Self::Streaming {
+                prefix,
+                inner,
+                seen,
+                limit,
+                capture,
+            } => (prefix, inner, seen, limit, capture),
+        };
+        let mut buf = bytes::BytesMut::from(prefix.as_deref().unwrap_or_default());
+        let mut seen = seen;
+        while !inner.is_end_stream() {
+            let Some(frame) = http_body_util::BodyExt::frame(&mut inner).await else {
+                break;
+            };
+            if let Ok(data) = frame?.into_data() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    return Err(Box::new(BodyTooLarge(limit)));
+                }
+                buf.extend_from_slice(&data);
+            }
+            if buf.len() > bound {
+                return Ok(Buffered::Partial(Self::Streaming {
+                    prefix: Some(buf.freeze()),
+                    inner,
+                    seen,
+                    limit,
+                    capture,
+                }));
+            }
+        }
+        Ok(Buffered::Whole(buf.freeze()))
     }
 
     /// A body already in memory.
@@ -68,7 +132,20 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            RequestBodyProj::Streaming { inner, seen, limit } => {
+            RequestBodyProj::Streaming {
+                prefix,
+                inner,
+                seen,
+                limit,
+                capture,
+            } => {
+                // `seen` already counts the prefix.
+                if let Some(data) = prefix.take() {
+                    if let Some(capture) = capture {
+                        let _ = capture.0.set(data.clone());
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 let frame = ready!(inner.poll_frame(cx));
                 if let Some(Ok(frame)) = &frame
                     && let Some(data) = frame.data_ref()
@@ -76,6 +153,9 @@ impl Body for RequestBody {
                     *seen += data.len() as u64;
                     if *seen > *limit {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                    }
+                    if let Some(capture) = capture {
+                        let _ = capture.0.set(data.clone());
                     }
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
@@ -86,19 +166,41 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streaming { inner, .. } => inner.is_end_stream(),
+            Self::Streaming { prefix, inner, .. } => prefix.is_none() && inner.is_end_stream(),
             Self::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streaming { inner, .. } => inner.size_hint(),
+            Self::Streaming { prefix, inner, .. } => plus(
+                inner.size_hint(),
+                prefix.as_ref().map_or(0, |p| p.len() as u64),
+            ),
             Self::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
     }
+}
+
+/// The first data frame of a request body, kept by reference.
+#[derive(Clone, Debug, Default)]
+pub struct Capture(Arc<std::sync::OnceLock<Bytes>>);
+
+impl Capture {
+    /// The frame, once the body has been sent.
+    pub fn get(&self) -> Option<&Bytes> {
+        self.0.get()
+    }
+}
+
+/// A request body read up to a bound.
+pub enum Buffered {
+    /// The whole body.
+    Whole(Bytes),
+    /// The body was longer: what was read, then the rest.
+    Partial(RequestBody),
 }
 
 pin_project_lite::pin_project! {
@@ -212,21 +314,25 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Broken { .. } => SizeHint::new(),
             Kind::Upstream { inner } => inner.size_hint(),
-            Kind::Prefixed { prefix, rest } => {
-                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
-                let hint = rest.size_hint();
-                let mut out = SizeHint::new();
-                out.set_lower(hint.lower() + extra);
-                if let Some(upper) = hint.upper() {
-                    out.set_upper(upper + extra);
-                }
-                out
-            }
+            Kind::Prefixed { prefix, rest } => plus(
+                rest.size_hint(),
+                prefix.as_ref().map_or(0, |p| p.len() as u64),
+            ),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
     }
+}
+
+/// `hint` grown by `extra` bytes already read.
+fn plus(hint: SizeHint, extra: u64) -> SizeHint {
+    let mut out = SizeHint::new();
+    out.set_lower(hint.lower() + extra);
+    if let Some(upper) = hint.upper() {
+        out.set_upper(upper + extra);
+    }
+    out
 }
 
 /// Counts requests in flight against `limits.max_in_flight`.

@@ -6,6 +6,7 @@
 //! to a [`GraphErrorHook`] before the response is returned.
 
 mod body;
+mod gate;
 mod inspect;
 mod respond;
 mod routes;
@@ -13,9 +14,10 @@ mod server;
 mod service;
 mod upstream;
 
-pub use body::{BoxError, InFlight, InFlightLimit, ProxyBody, RequestBody};
-pub use respond::{ERROR_TYPE, GatewayError, envelope_response};
-pub use routes::{Route, RouteKind, classify, is_mark_as_read};
+pub use body::{BoxError, Buffered, Capture, InFlight, InFlightLimit, ProxyBody, RequestBody};
+pub use gate::{Gate, GateLayer};
+pub use respond::{ERROR_TYPE, GatewayError, envelope_response, refusal};
+pub use routes::{Route, RouteKind, classify, is_mark_as_read, send_recipient};
 pub use server::serve;
 pub use service::{GraphErrorHook, Proxy, ProxySettings};
 pub use upstream::{InvalidTarget, Target, UpstreamClient, client};

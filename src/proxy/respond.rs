@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
+use crate::breaker::{Breaker, Source, UnixMillis};
 use crate::graph::{Envelope, EnvelopeBody, ErrorData};
 use crate::metrics::Outcome;
 
@@ -109,6 +110,53 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// The refusal of a send whose breaker is open or held.
+///
+/// HTTP 503 with `Retry-After` (seconds until the breaker can next move) and
+/// `X-Wagate-Breaker`, and Meta's envelope carrying the code that tripped
+/// the breaker, so SDKs that already handle 131031 keep working; the
+/// `fbtrace_id` is the one of the response that tripped it, when known. An
+/// operator's hold on a number with no Meta error behind it carries code 2
+/// ("temporarily unavailable"): code 0 would read as an auth error.
+pub fn refusal(breaker: &Breaker, now: UnixMillis) -> Response<ProxyBody> {
+    let cause = &breaker.cause;
+    let code = if cause.code == 0 { 2 } else { cause.code };
+    let state = breaker.state.as_str();
+    let seen = match cause.source {
+        Source::Operator => "set by an operator".to_owned(),
+        source => format!("after error {} seen in a {}", cause.code, source.as_str()),
+    };
+    let mut details = format!(
+        "wagate held this send: the breaker for phone number {} is {state} since {} ({seen}",
+        breaker.key.number(),
+        breaker.since
+    );
+    if let Some(meta) = &cause.details {
+        details.push_str(": ");
+        details.push_str(meta);
+    }
+    details.push(')');
+    if !breaker.reason.is_empty() {
+        details.push_str(". ");
+        details.push_str(&breaker.reason);
+    }
+    let mut response = envelope_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code,
+        "Send held by the gateway: the breaker for this phone number is open",
+        details,
+        cause.fbtrace_id.clone(),
+    );
+    let retry_after = breaker.retry_after(now).as_millis().div_ceil(1000).max(1) as u64;
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    headers.insert(
+        HeaderName::from_static("x-wagate-breaker"),
+        HeaderValue::from_static(state),
+    );
+    response
 }
 
 /// Builds a response in Meta's envelope with `type: "WagateError"`.

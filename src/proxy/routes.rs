@@ -126,6 +126,40 @@ pub fn is_mark_as_read(body: &[u8]) -> bool {
     serde_json::from_slice::<Probe<'_>>(body).is_ok_and(|p| p.status.as_deref() == Some("read"))
 }
 
+/// The recipient (`"to"`) of a send body, or of its first bytes.
+///
+/// A scan rather than a JSON parse, because after a 131056 only the first
+/// frame of the request body is at hand and it may end mid-document. Meta's
+/// send bodies put `to` near the top; a body without it, or with an escaped
+/// value, has no recipient here and only the number-level rules apply.
+pub fn send_recipient(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    while let Some(at) = find(rest, b"\"to\"") {
+        let after = trim_start(&rest[at + 4..]);
+        if let Some(after) = after.strip_prefix(b":") {
+            let after = trim_start(after);
+            if let Some(value) = after.strip_prefix(b"\"") {
+                let end = value.iter().position(|&b| b == b'"' || b == b'\\')?;
+                if value.get(end) != Some(&b'"') || end == 0 {
+                    return None;
+                }
+                return std::str::from_utf8(&value[..end]).ok();
+            }
+        }
+        rest = &rest[at + 4..];
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &bytes[skip..]
+}
+
 fn is_version(segment: &str) -> bool {
     let Some(rest) = segment.strip_prefix('v') else {
         return false;
@@ -351,6 +385,23 @@ mod tests {
         assert!(!is_mark_as_read(br#"{"status":"sent"}"#));
         assert!(!is_mark_as_read(b"status=read"));
         assert!(!is_mark_as_read(b""));
+    }
+
+    #[test]
+    fn finds_the_recipient_of_a_send() {
+        let body = br#"{"messaging_product":"whatsapp","to" : "+15550009999","type":"text"}"#;
+        assert_eq!(send_recipient(body), Some("+15550009999"));
+        let cut = br#"{"messaging_product":"whatsapp","recipient_type":"individual","to":"15550009999","text":{"bo"#;
+        assert_eq!(send_recipient(cut), Some("15550009999"));
+        let nested = br#"{"text":{"body":"say \"to\" me"},"to":"1555"}"#;
+        assert_eq!(send_recipient(nested), Some("1555"));
+        assert_eq!(
+            send_recipient(br#"{"status":"read","message_id":"wamid.X"}"#),
+            None
+        );
+        assert_eq!(send_recipient(br#"{"to":"155"#), None);
+        assert_eq!(send_recipient(br#"{"to":""}"#), None);
+        assert_eq!(send_recipient(b""), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tracing::{Instrument, debug_span, info, warn};
 use super::body::{BodyTooLarge, InFlightLimit, ProxyBody, RequestBody};
 use super::inspect::inspect;
 use super::respond::GatewayError;
-use super::routes::{RouteKind, classify};
+use super::routes::{RouteKind, classify, send_recipient};
 use super::upstream::{Target, UpstreamClient, strip_hop_by_hop};
 use crate::graph::GraphError;
 use crate::metrics::{Metrics, Outcome};
@@ -23,13 +23,31 @@ use crate::metrics::{Metrics, Outcome};
 /// is returned to the client, so that a breaker can act on the very next
 /// request.
 pub trait GraphErrorHook: Send + Sync + 'static {
-    /// Called with the phone number id of the send and Meta's error.
-    fn graph_error(&self, phone_number_id: &str, error: &GraphError);
+    /// Called with the phone number id of the send, Meta's error and, when
+    /// [`wants_recipient`](Self::wants_recipient) and it could be read, the
+    /// send's recipient.
+    fn graph_error(&self, phone_number_id: &str, error: &GraphError, recipient: Option<&str>);
+
+    /// Whether the hook needs the recipient of failed sends; keeping the
+    /// first frame of each send body for that costs a small allocation.
+    fn wants_recipient(&self) -> bool {
+        false
+    }
 }
 
 /// A hook that does nothing beyond the proxy's own metrics and logs.
 impl GraphErrorHook for () {
-    fn graph_error(&self, _: &str, _: &GraphError) {}
+    fn graph_error(&self, _: &str, _: &GraphError, _: Option<&str>) {}
+}
+
+impl GraphErrorHook for crate::engine::Breakers {
+    fn graph_error(&self, phone_number_id: &str, error: &GraphError, recipient: Option<&str>) {
+        self.observe(phone_number_id, error, recipient);
+    }
+
+    fn wants_recipient(&self) -> bool {
+        self.has_pair_rules()
+    }
 }
 
 /// Settings the proxy service needs, taken from the configuration.
@@ -117,6 +135,8 @@ impl Shared {
             .then(|| request.uri().path_and_query().cloned())
             .flatten();
         let number = send_path.as_ref().and_then(|p| route.number(p.path()));
+        let capture = (number.is_some() && self.hook.wants_recipient())
+            .then(|| request.body_mut().capture_first_frame());
         let span = debug_span!(
             "request",
             route = route.kind.as_str(),
@@ -171,7 +191,11 @@ impl Shared {
                 if let Some(error) = &inspected.error {
                     span.record("fbtrace_id", error.fbtrace_id.as_deref());
                     let _enter = span.enter();
-                    self.graph_error(route.kind, number, status, error);
+                    let recipient = capture
+                        .as_ref()
+                        .and_then(|c| c.get())
+                        .and_then(|b| send_recipient(b));
+                    self.graph_error(route.kind, number, status, error, recipient);
                 }
                 inspected.body
             }
@@ -180,7 +204,14 @@ impl Shared {
         Response::from_parts(parts, body.with_guard(slot))
     }
 
-    fn graph_error(&self, route: RouteKind, number: &str, status: StatusCode, error: &GraphError) {
+    fn graph_error(
+        &self,
+        route: RouteKind,
+        number: &str,
+        status: StatusCode,
+        error: &GraphError,
+        recipient: Option<&str>,
+    ) {
         self.metrics.graph_error(route, error.code);
         info!(
             route = route.as_str(),
@@ -190,7 +221,7 @@ impl Shared {
             fbtrace_id = error.fbtrace_id.as_deref(),
             "graph error"
         );
-        self.hook.graph_error(number, error);
+        self.hook.graph_error(number, error, recipient);
     }
 
     fn refuse(&self, route: RouteKind, error: GatewayError) -> Response<ProxyBody> {

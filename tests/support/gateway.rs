@@ -21,13 +21,17 @@ pub(crate) struct InProcess {
     pub(crate) admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
 }
 
 impl InProcess {
     /// Starts a gateway in front of `upstream` (for example the simulator's
     /// address), after `configure` has adjusted the defaults.
     pub(crate) async fn start(upstream: SocketAddr, configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
+        // Every gateway its own embedded store, unless `configure` says else.
+        config.store.path = dir.path().join("breakers.json");
         config.upstream.base_url = format!("http://{upstream}").parse().unwrap();
         config.listen.proxy = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listen.admin = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -49,6 +53,7 @@ impl InProcess {
             admin: addrs.1,
             stop: Some(stop),
             task: Some(task),
+            _dir: dir,
         }
     }
 
@@ -84,6 +89,7 @@ pub(crate) struct Process {
     /// The admin listener, read from the start-up log line.
     pub(crate) admin: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
 }
 
 impl Process {
@@ -91,8 +97,10 @@ impl Process {
     /// overrides), both listeners on free loopback ports, and waits until it
     /// logs that it is serving.
     pub(crate) fn spawn(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
         command
+            .env("WAGATE_STORE__PATH", dir.path().join("breakers.json"))
             .arg("serve")
             .arg("--config")
             .arg("/dev/null")
@@ -137,6 +145,7 @@ impl Process {
             admin: addr("admin"),
             child,
             lines,
+            _dir: dir,
         }
     }
 
@@ -163,6 +172,12 @@ impl Process {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// Waits up to `deadline` for the process to exit and returns its code.

@@ -1,0 +1,203 @@
+//! `/admin/breakers`: read every breaker that is not closed, and reset or
+//! trip one by hand. Changes are recorded as transitions with source
+//! `operator` and need `Authorization: Bearer <admin.token>`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::AdminState;
+use crate::breaker::{Breaker, OperatorAction};
+use crate::engine::{OperatorOutcome, now};
+
+/// One breaker as the admin API shows it.
+#[derive(Serialize)]
+struct View {
+    phone_number_id: String,
+    key: String,
+    state: &'static str,
+    cause_code: i64,
+    source: &'static str,
+    since: String,
+    since_unix_ms: u64,
+    trips: u32,
+    fbtrace_id: Option<String>,
+    details: Option<String>,
+    reason: String,
+    retry_after_seconds: u64,
+    version: u64,
+}
+
+impl View {
+    fn of(b: &Breaker) -> Self {
+        Self {
+            phone_number_id: b.key.number().to_owned(),
+            key: b.key.storage_id(),
+            state: b.state.as_str(),
+            cause_code: b.cause.code,
+            source: b.cause.source.as_str(),
+            since: b.since.to_string(),
+            since_unix_ms: b.since.0,
+            trips: b.trips,
+            fbtrace_id: b.cause.fbtrace_id.clone(),
+            details: b.cause.details.clone(),
+            reason: b.reason.clone(),
+            retry_after_seconds: b.retry_after(now()).as_secs(),
+            version: b.version,
+        }
+    }
+}
+
+pub(super) async fn list(State(state): State<AdminState>) -> Response {
+    let breakers: Vec<View> = state.breakers.list().iter().map(View::of).collect();
+    Json(json!({ "breakers": breakers })).into_response()
+}
+
+pub(super) async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    if let Some(response) = invalid_id(&id) {
+        return response;
+    }
+    match state.breakers.get(&id) {
+        Some(breaker) => Json(View::of(&breaker)).into_response(),
+        None => not_found(&id),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    #[serde(default)]
+    reason: String,
+}
+
+pub(super) async fn reset(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change(state, id, headers, body, |reason| OperatorAction::Reset {
+        reason,
+    })
+    .await
+}
+
+pub(super) async fn trip(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change(state, id, headers, body, |reason| OperatorAction::Trip {
+        reason,
+    })
+    .await
+}
+
+async fn change(
+    state: AdminState,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+    action: impl FnOnce(String) -> OperatorAction,
+) -> Response {
+    if let Some(response) = unauthorized(&state, &headers) {
+        return response;
+    }
+    if let Some(response) = invalid_id(&id) {
+        return response;
+    }
+    let change: Change = if body.iter().all(u8::is_ascii_whitespace) {
+        Change {
+            reason: String::new(),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(change) => change,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("body must be JSON like {{\"reason\": \"...\"}}: {e}"),
+                );
+            }
+        }
+    };
+    let action = action(change.reason);
+    if matches!(action, OperatorAction::Reset { .. }) && state.breakers.get(&id).is_none() {
+        return not_found(&id);
+    }
+    match state.breakers.operator(&id, action).await {
+        Ok(outcome) => {
+            let (status, word) = match outcome {
+                OperatorOutcome::Changed(_) => (StatusCode::OK, "changed"),
+                OperatorOutcome::Unchanged => (StatusCode::OK, "unchanged"),
+                // Applied here; the store has it once it is reachable again.
+                OperatorOutcome::Pending => (StatusCode::ACCEPTED, "pending"),
+            };
+            let breaker = state.breakers.get(&id).map(|b| View::of(&b));
+            let closed = breaker.is_none();
+            (
+                status,
+                Json(json!({ "outcome": word, "closed": closed, "breaker": breaker })),
+            )
+                .into_response()
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("breaker store: {e}"),
+        ),
+    }
+}
+
+/// Changes need the configured bearer token, compared in constant time.
+/// Returns the rejection, if any.
+fn unauthorized(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = state.token.as_deref() else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "admin changes are disabled: set admin.token (WAGATE_ADMIN__TOKEN) to enable them",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        None
+    } else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Some(response)
+    }
+}
+
+/// The rejection of an id that is not a phone number id, if it is not.
+fn invalid_id(id: &str) -> Option<Response> {
+    let valid = !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit());
+    (!valid).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "a phone number id is a string of digits",
+        )
+    })
+}
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no open, held or ramping breaker for phone number {id}"),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}

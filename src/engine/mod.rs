@@ -1,0 +1,315 @@
+//! The breaker engine: the pure machine ([`crate::breaker`]) applied to a
+//! local snapshot and written through to a [`BreakerStore`].
+//!
+//! Every replica keeps a snapshot of the breakers that are not closed, fed by
+//! its own transitions, by the store's change events, by a periodic full
+//! resync and by a resync after every reconnect. The gate reads only the
+//! snapshot, so a closed number never costs a store command.
+//!
+//! A Graph error that trips a number is applied to the snapshot at once,
+//! before the response that carried it is returned, so the very next send is
+//! refused; the store write follows on a background task. When the store is
+//! unreachable the engine is **fail-static**: it keeps serving from the
+//! snapshot, applies new trips locally, and writes them when the store is
+//! back. A closed number is never refused because the store is down.
+
+mod snapshot;
+mod sync;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::breaker::{
+    Breaker, BreakerKey, Decision, Event, Observed, OperatorAction, Rules, Settings, State,
+    TransitionRecord, UnixMillis, apply,
+};
+use crate::graph::GraphError;
+use crate::metrics::BreakerMetrics;
+use crate::store::{BreakerStore, StoreError};
+
+use self::snapshot::Snapshot;
+use self::sync::Job;
+
+/// How often the engine does its background work.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Full resync of the snapshot from the store, in case a change event was
+    /// missed without a reconnect.
+    pub resync_interval: Duration,
+    /// How often expired cool-downs and ramp stages are moved on, and writes
+    /// held back during a store outage are retried.
+    pub tick_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(30),
+            tick_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the gate should do with a send.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    /// Forward it.
+    Pass,
+    /// Refuse it (unless it is a mark-as-read), quoting this breaker.
+    Refuse(Box<Breaker>),
+    /// The number has pair back-offs: the recipient decides.
+    AskRecipient,
+}
+
+/// The outcome of an operator's request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OperatorOutcome {
+    /// The breaker changed; the store has the new record.
+    Changed(Box<TransitionRecord>),
+    /// Nothing to change (for example resetting a closed number).
+    Unchanged,
+    /// The store is unreachable: applied on this replica, written when the
+    /// store is back.
+    Pending,
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Breakers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn BreakerStore>,
+    rules: Rules,
+    settings: Settings,
+    snapshot: Snapshot,
+    metrics: BreakerMetrics,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// The last store write or read failed; cleared by the next success.
+    degraded: AtomicBool,
+}
+
+impl Breakers {
+    /// Starts the engine on `store`: loads every active breaker, then keeps
+    /// the snapshot in sync in a background task that ends when the last
+    /// handle is dropped. A store that cannot be read at start leaves the
+    /// engine degraded with an empty snapshot until it can.
+    pub async fn start(
+        store: Arc<dyn BreakerStore>,
+        rules: Rules,
+        settings: Settings,
+        metrics: BreakerMetrics,
+        timing: Timing,
+    ) -> Self {
+        // Subscribe before listing, so no change falls between the two.
+        let events = store.subscribe();
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let engine = Self {
+            inner: Arc::new(Inner {
+                store,
+                rules,
+                settings,
+                snapshot: Snapshot::default(),
+                metrics,
+                jobs,
+                degraded: AtomicBool::new(false),
+            }),
+        };
+        sync::resync(&engine.inner, Vec::new()).await;
+        tokio::spawn(sync::run(
+            Arc::downgrade(&engine.inner),
+            events,
+            queue,
+            timing,
+        ));
+        engine
+    }
+
+    /// The hot-path check of a send for `number`. No I/O; when no breaker
+    /// is open anywhere it is a single atomic load.
+    pub fn check(&self, number: &str, now: UnixMillis) -> Check {
+        let snapshot = &self.inner.snapshot;
+        if snapshot.is_empty() {
+            return Check::Pass;
+        }
+        let refusing = snapshot.with(number, |b| {
+            b.refuses_sends(now).then(|| Box::new(b.clone()))
+        });
+        if let Some(Some(breaker)) = refusing {
+            return Check::Refuse(breaker);
+        }
+        if snapshot.has_pairs(number) {
+            return Check::AskRecipient;
+        }
+        Check::Pass
+    }
+
+    /// The check of a send for `number` to `recipient`, once
+    /// [`Check::AskRecipient`] asked for it.
+    pub fn check_pair(&self, number: &str, recipient: &str, now: UnixMillis) -> Check {
+        let id = BreakerKey::for_pair(number, recipient).storage_id();
+        match self
+            .inner
+            .snapshot
+            .with(&id, |b| b.refuses_sends(now).then(|| Box::new(b.clone())))
+        {
+            Some(Some(breaker)) => Check::Refuse(breaker),
+            _ => Check::Pass,
+        }
+    }
+
+    /// Feeds a Graph error seen in a send response for `number` (and, when
+    /// known, the recipient of that send, for pair back-offs).
+    ///
+    /// Applied to the snapshot before this returns, so the next send is
+    /// refused on this replica at once; the store write follows.
+    pub fn observe(&self, number: &str, error: &GraphError, recipient: Option<&str>) {
+        let key = match recipient {
+            Some(recipient)
+                if self.inner.rules.classify(error.code).scope == crate::breaker::Scope::Pair =>
+            {
+                BreakerKey::for_pair(number, recipient)
+            }
+            _ => BreakerKey::for_number(number),
+        };
+        let event = Event::GraphError(Observed::from(error));
+        self.inner.submit(key, event, now(), None);
+    }
+
+    /// Applies an operator's reset, trip or release to `number`, waiting for
+    /// the store's answer so the caller can report it.
+    pub async fn operator(
+        &self,
+        number: &str,
+        action: OperatorAction,
+    ) -> Result<OperatorOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.submit(
+            BreakerKey::for_number(number),
+            Event::Operator(action),
+            now(),
+            Some(reply),
+        );
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("breaker engine stopped".to_owned())))
+    }
+
+    /// Whether any rule backs off (number, recipient) pairs, so failed sends
+    /// need their recipient.
+    pub fn has_pair_rules(&self) -> bool {
+        self.inner
+            .rules
+            .as_slice()
+            .iter()
+            .any(|rule| rule.scope == crate::breaker::Scope::Pair)
+    }
+
+    /// Every breaker that is not closed, numbers first, then pairs.
+    pub fn list(&self) -> Vec<Breaker> {
+        let mut all = self.inner.snapshot.all();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
+    /// The breaker of `number`, if not closed.
+    pub fn get(&self, number: &str) -> Option<Breaker> {
+        self.inner.snapshot.get(number)
+    }
+
+    /// Whether the store is unreachable (the engine serves from its
+    /// snapshot). Feeds `/readyz`.
+    pub fn is_degraded(&self) -> bool {
+        self.inner.degraded.load(Ordering::Acquire) || !self.inner.store.is_healthy()
+    }
+
+    /// `"embedded"` or `"redis"`.
+    pub fn store_kind(&self) -> &'static str {
+        self.inner.store.kind()
+    }
+
+    /// The store's audit lines for `number`, newest first.
+    pub async fn audit(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.store.audit(number, limit).await
+    }
+}
+
+impl Inner {
+    /// Applies `event` to the snapshot now, and queues the store write.
+    fn submit(
+        &self,
+        key: BreakerKey,
+        event: Event,
+        now: UnixMillis,
+        reply: Option<oneshot::Sender<Result<OperatorOutcome, StoreError>>>,
+    ) {
+        let base = self.snapshot.get(&key.storage_id());
+        let decision = apply(
+            base.as_ref(),
+            &key,
+            &event,
+            now,
+            &self.rules,
+            &self.settings,
+        );
+        let Decision::Transition(transition) = decision else {
+            // Already in that state here. An operator still goes to the
+            // store, which may know better than this replica.
+            if let Some(reply) = reply {
+                let _ = self.jobs.send(Job {
+                    key,
+                    event,
+                    now,
+                    base,
+                    reply: Some(reply),
+                });
+            }
+            return;
+        };
+        match &transition.next {
+            Some(next) => {
+                self.snapshot.offer(next.clone(), false);
+            }
+            None => self
+                .snapshot
+                .close(&key, base.as_ref().map_or(0, |b| b.version)),
+        }
+        self.metrics.snapshot_changed(&self.snapshot_states());
+        if transition.to != transition.from && transition.to != State::Closed {
+            info!(
+                number = key.number(),
+                from = transition.from.as_str(),
+                to = transition.to.as_str(),
+                code = transition.record.code,
+                source = ?transition.record.source,
+                "breaker tripped on this replica"
+            );
+        }
+        let _ = self.jobs.send(Job {
+            key,
+            event,
+            now,
+            base,
+            reply,
+        });
+    }
+
+    fn snapshot_states(&self) -> Vec<(BreakerKey, State)> {
+        self.snapshot
+            .all()
+            .into_iter()
+            .map(|b| (b.key, b.state))
+            .collect()
+    }
+}
+
+/// The wall clock as unix millis: breaker state is shared across machines,
+/// so it is stamped with wall-clock time, not a monotonic instant.
+pub fn now() -> UnixMillis {
+    UnixMillis::from_system_time(SystemTime::now())
+}

@@ -1,0 +1,159 @@
+//! The gate: a tower layer in front of the proxy that refuses a send when
+//! its number's breaker is open or held. Tower glue only; the decisions are
+//! the engine's.
+//!
+//! A closed number costs a route classification and one atomic load (or a
+//! snapshot lookup while any breaker is open anywhere): no store command,
+//! no body read. Bodies are read, up to a bound, only when the answer
+//! depends on them: a refused number's mark-as-read calls must still pass,
+//! and a number with pair back-offs is gated by recipient. Nothing is ever
+//! queued: a refused send is answered at once.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures_util::future::{BoxFuture, Either};
+use http::{Method, Request, Response};
+use tower::{Layer, Service};
+
+use super::body::{Buffered, ProxyBody, RequestBody};
+use super::respond::{GatewayError, refusal};
+use super::routes::{RouteKind, classify, is_mark_as_read, send_recipient};
+use crate::breaker::Breaker;
+use crate::engine::{Breakers, Check, now};
+use crate::metrics::{BreakerMetrics, Metrics, Outcome};
+
+/// How much of a send body the gate reads to tell a mark-as-read from a
+/// send or to find the recipient. Send bodies are a few KiB at most.
+const READ_BOUND: usize = 64 * 1024;
+
+/// Wraps a service in a [`Gate`].
+#[derive(Clone)]
+pub struct GateLayer {
+    breakers: Breakers,
+    metrics: Metrics,
+    breaker_metrics: BreakerMetrics,
+}
+
+impl GateLayer {
+    /// A gate deciding with `breakers`.
+    pub fn new(breakers: Breakers, metrics: Metrics, breaker_metrics: BreakerMetrics) -> Self {
+        Self {
+            breakers,
+            metrics,
+            breaker_metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Refuses sends for numbers whose breaker is open or held.
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    layer: GateLayer,
+}
+
+type Respond = Result<Response<ProxyBody>, Infallible>;
+
+impl<S> Service<Request<RequestBody>> for Gate<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Respond>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        if request.method() != Method::POST {
+            return Either::Left(self.inner.call(request));
+        }
+        let uri = request.uri();
+        let route = classify(request.method(), uri.path(), uri.query());
+        let check = match route.number(uri.path()) {
+            Some(number) if route.kind == RouteKind::Send => {
+                self.layer.breakers.check(number, now())
+            }
+            _ => Check::Pass,
+        };
+        if check == Check::Pass {
+            return Either::Left(self.inner.call(request));
+        }
+        // The ready service goes into the future; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Either::Right(Box::pin(async move {
+            Ok(decide(inner, layer, request, check).await)
+        }))
+    }
+}
+
+/// Reads the body (bounded) and refuses or forwards.
+async fn decide<S>(
+    mut inner: S,
+    layer: GateLayer,
+    request: Request<RequestBody>,
+    check: Check,
+) -> Response<ProxyBody>
+where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    let (parts, body) = request.into_parts();
+    let number = classify(&parts.method, parts.uri.path(), None)
+        .number(parts.uri.path())
+        .unwrap_or_default()
+        .to_owned();
+    let buffered = match body.read_bounded(READ_BOUND).await {
+        Ok(buffered) => buffered,
+        Err(_) => {
+            // The client's body failed or passed the size limit; nothing
+            // was forwarded.
+            layer.metrics.request(RouteKind::Send, Outcome::TooLarge);
+            return GatewayError::PayloadTooLarge(READ_BOUND as u64).into_response();
+        }
+    };
+    let refuse_with: Option<Box<Breaker>> = match (&check, &buffered) {
+        // Mark-as-read is not a send: it passes an open breaker.
+        (Check::Refuse(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => None,
+        (Check::Refuse(breaker), _) => Some(breaker.clone()),
+        (Check::AskRecipient, Buffered::Whole(bytes)) => {
+            match send_recipient(bytes).map(|to| layer.breakers.check_pair(&number, to, now())) {
+                Some(Check::Refuse(breaker)) => Some(breaker),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(breaker) = refuse_with {
+        layer.metrics.request(RouteKind::Send, Outcome::Refused);
+        layer.breaker_metrics.refused(&number);
+        return refusal(&breaker, now());
+    }
+    let body = match buffered {
+        Buffered::Whole(bytes) => RequestBody::full(bytes),
+        Buffered::Partial(body) => body,
+    };
+    match inner.call(Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}

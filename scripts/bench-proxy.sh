@@ -95,9 +95,15 @@ WAGATE_STORE__PATH="$work/breakers.json" \
 pids+=($!)
 wait_port "$wagate_port"
 
-body='{"messaging_product":"whatsapp","recipient_type":"individual","to":"15550009999","type":"text","text":{"preview_url":false,"body":"Your order 4711 has shipped and will arrive tomorrow between 9:00 and 12:00. Track it in the app or reply STOP to opt out of updates."},"biz_opaque_callback_data":"order-4711-shipped"}'
-# pad to the 314 bytes of the design's benchmark
-while [ ${#body} -lt 314 ]; do body="${body% *}  ${body##* }"; done
+# A text send of exactly 314 bytes, the size used in DESIGN.md's budget.
+body=$(python3 -c '
+import json
+msg = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550009999",
+       "type": "text", "text": {"preview_url": False, "body": ""}}
+base = len(json.dumps(msg, separators=(",", ":")))
+msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
+print(json.dumps(msg, separators=(",", ":")), end="")
+')
 printf '%s' "$body" >"$work/body.json"
 cat >"$work/post.lua" <<LUA
 wrk.method = "POST"

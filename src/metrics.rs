@@ -250,26 +250,44 @@ impl BreakerMetrics {
             .inc();
     }
 
-    /// Sets the state gauges from the snapshot's `(key, state)` pairs.
-    pub fn snapshot_changed(&self, states: &[(BreakerKey, State)]) {
+    /// A breaker entered the snapshot in `state` (or changed to it).
+    pub fn breaker_added(&self, key: &BreakerKey, state: State) {
+        let kind = match key {
+            BreakerKey::Number(number) => {
+                self.state
+                    .with_label_values(&[number.as_str(), state.as_str()])
+                    .set(1);
+                "number"
+            }
+            BreakerKey::Pair { .. } => "pair",
+        };
+        self.by_state
+            .with_label_values(&[state.as_str(), kind])
+            .inc();
+    }
+
+    /// A breaker in `state` left the snapshot (or changed from it).
+    pub fn breaker_removed(&self, key: &BreakerKey, state: State) {
+        let kind = match key {
+            BreakerKey::Number(number) => {
+                let _ = self
+                    .state
+                    .remove_label_values(&[number.as_str(), state.as_str()]);
+                "number"
+            }
+            BreakerKey::Pair { .. } => "pair",
+        };
+        self.by_state
+            .with_label_values(&[state.as_str(), kind])
+            .dec();
+    }
+
+    /// Clears the state gauges before a full resync re-adds every breaker.
+    pub fn breakers_cleared(&self) {
         self.state.reset();
-        let mut counts = std::collections::HashMap::<(State, &str), i64>::new();
-        for (key, state) in states {
-            let kind = match key {
-                BreakerKey::Number(number) => {
-                    self.state
-                        .with_label_values(&[number.as_str(), state.as_str()])
-                        .set(1);
-                    "number"
-                }
-                BreakerKey::Pair { .. } => "pair",
-            };
-            *counts.entry((*state, kind)).or_default() += 1;
-        }
         for s in [State::Open, State::Held, State::Ramping] {
             for kind in ["number", "pair"] {
-                let n = counts.get(&(s, kind)).copied().unwrap_or(0);
-                self.by_state.with_label_values(&[s.as_str(), kind]).set(n);
+                self.by_state.with_label_values(&[s.as_str(), kind]).set(0);
             }
         }
     }

@@ -114,7 +114,7 @@ impl Breakers {
                 store,
                 rules,
                 settings,
-                snapshot: Snapshot::default(),
+                snapshot: Snapshot::new(metrics.clone()),
                 metrics,
                 jobs,
                 degraded: AtomicBool::new(false),
@@ -131,12 +131,14 @@ impl Breakers {
     }
 
     /// The hot-path check of a send for `number`. No I/O; when no breaker
-    /// is open anywhere it is a single atomic load.
-    pub fn check(&self, number: &str, now: UnixMillis) -> Check {
+    /// is open anywhere it is a single atomic load (the clock is not even
+    /// read).
+    pub fn check(&self, number: &str) -> Check {
         let snapshot = &self.inner.snapshot;
         if snapshot.is_empty() {
             return Check::Pass;
         }
+        let now = now();
         let refusing = snapshot.with(number, |b| {
             b.refuses_sends(now).then(|| Box::new(b.clone()))
         });
@@ -279,7 +281,6 @@ impl Inner {
                 .snapshot
                 .close(&key, base.as_ref().map_or(0, |b| b.version)),
         }
-        self.metrics.snapshot_changed(&self.snapshot_states());
         if transition.to != transition.from && transition.to != State::Closed {
             info!(
                 number = key.number(),
@@ -297,14 +298,6 @@ impl Inner {
             base,
             reply,
         });
-    }
-
-    fn snapshot_states(&self) -> Vec<(BreakerKey, State)> {
-        self.snapshot
-            .all()
-            .into_iter()
-            .map(|b| (b.key, b.state))
-            .collect()
     }
 }
 

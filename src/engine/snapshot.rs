@@ -9,20 +9,22 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::breaker::{Breaker, BreakerKey, State};
+use crate::metrics::BreakerMetrics;
 
 /// Non-closed breakers by storage id, with a count of pair records per
 /// number so a send only reads its body when the number has pair back-offs.
-#[derive(Default)]
+/// The state gauges follow every insert and removal here, the one place
+/// records change, so updating them costs O(1) per change.
 pub(crate) struct Snapshot {
     inner: RwLock<Records>,
     /// `inner.records.len()`, readable without the lock.
     len: AtomicUsize,
 }
 
-#[derive(Default)]
 struct Records {
     records: HashMap<String, Breaker>,
     pairs: HashMap<String, usize>,
+    metrics: BreakerMetrics,
 }
 
 /// Whether [`Snapshot::offer`] changed the snapshot.
@@ -35,6 +37,18 @@ pub(crate) enum Offer {
 }
 
 impl Snapshot {
+    /// An empty snapshot reporting to `metrics`.
+    pub(crate) fn new(metrics: BreakerMetrics) -> Self {
+        Self {
+            inner: RwLock::new(Records {
+                records: HashMap::new(),
+                pairs: HashMap::new(),
+                metrics,
+            }),
+            len: AtomicUsize::new(0),
+        }
+    }
+
     /// Whether any breaker is not closed.
     pub(crate) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
@@ -98,21 +112,22 @@ impl Snapshot {
     /// Replaces everything with `records` (a full resync), keeping `keep`:
     /// local records not yet written to the store.
     pub(crate) fn replace(&self, records: Vec<Breaker>, keep: Vec<Breaker>) {
-        let mut fresh = Records::default();
+        let mut latest: HashMap<String, Breaker> = HashMap::new();
         for record in records.into_iter().chain(keep) {
             if record.state != State::Closed {
                 let id = record.key.storage_id();
-                let newer = fresh
-                    .records
-                    .get(&id)
-                    .is_none_or(|b| record.version >= b.version);
-                if newer {
-                    fresh.insert(id, record);
+                if latest.get(&id).is_none_or(|b| record.version >= b.version) {
+                    latest.insert(id, record);
                 }
             }
         }
         let mut guard = self.write();
-        *guard = fresh;
+        guard.records.clear();
+        guard.pairs.clear();
+        guard.metrics.breakers_cleared();
+        for (id, record) in latest {
+            guard.insert(id, record);
+        }
         self.len.store(guard.records.len(), Ordering::Release);
     }
 
@@ -130,20 +145,26 @@ impl Snapshot {
 
 impl Records {
     fn insert(&mut self, id: String, record: Breaker) {
-        let pair_number = match &record.key {
-            BreakerKey::Pair { number, .. } => Some(number.clone()),
-            BreakerKey::Number(_) => None,
-        };
-        if self.records.insert(id, record).is_none()
-            && let Some(number) = pair_number
-        {
-            *self.pairs.entry(number).or_default() += 1;
+        // The old state's gauges go before the new state's are set: a
+        // record replaced in the same state keeps its series.
+        match self.records.get(&id) {
+            Some(old) => self.metrics.breaker_removed(&old.key, old.state),
+            None => {
+                if let BreakerKey::Pair { number, .. } = &record.key {
+                    *self.pairs.entry(number.clone()).or_default() += 1;
+                }
+            }
         }
+        self.metrics.breaker_added(&record.key, record.state);
+        self.records.insert(id, record);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(record) = self.records.remove(id)
-            && let BreakerKey::Pair { number, .. } = &record.key
+        let Some(record) = self.records.remove(id) else {
+            return;
+        };
+        self.metrics.breaker_removed(&record.key, record.state);
+        if let BreakerKey::Pair { number, .. } = &record.key
             && let Some(count) = self.pairs.get_mut(number)
         {
             *count -= 1;
@@ -151,5 +172,80 @@ impl Records {
                 self.pairs.remove(number);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::{Decision, Event, Observed, Rules, Settings, Source, UnixMillis, apply};
+
+    fn tripped(number: &str, code: i64) -> Breaker {
+        let key = BreakerKey::for_number(number);
+        let event = Event::GraphError(Observed {
+            code,
+            source: Source::Response,
+            fbtrace_id: None,
+            details: None,
+        });
+        let now = UnixMillis(1_786_700_000_000);
+        match apply(
+            None,
+            &key,
+            &event,
+            now,
+            &Rules::defaults(),
+            &Settings::default(),
+        ) {
+            Decision::Transition(t) => t.next.expect("tripped"),
+            Decision::Unchanged => panic!("131031 trips"),
+        }
+    }
+
+    fn gauge(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        registry
+            .gather()
+            .into_iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().to_vec())
+            .find(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map(|m| m.get_gauge().get_value())
+    }
+
+    #[test]
+    fn gauges_follow_every_change() {
+        let registry = prometheus::Registry::new();
+        let snapshot = Snapshot::new(BreakerMetrics::new(&registry).unwrap());
+        let open = [("phone_number_id", "1"), ("state", "open")];
+        let count = [("state", "open"), ("kind", "number")];
+        assert!(snapshot.is_empty());
+
+        let first = tripped("1", 131031);
+        assert_eq!(snapshot.offer(first.clone(), false), Offer::Taken);
+        assert_eq!(gauge(&registry, "wagate_breaker_state", &open), Some(1.0));
+        assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(1.0));
+
+        // A newer record in the same state keeps one series at 1.
+        let mut newer = first.clone();
+        newer.version += 1;
+        assert_eq!(snapshot.offer(newer, true), Offer::Taken);
+        assert_eq!(snapshot.offer(first, false), Offer::Stale);
+        assert_eq!(gauge(&registry, "wagate_breaker_state", &open), Some(1.0));
+        assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(1.0));
+
+        snapshot.close(&BreakerKey::for_number("1"), 2);
+        assert!(snapshot.is_empty());
+        assert_eq!(gauge(&registry, "wagate_breaker_state", &open), None);
+        assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(0.0));
+
+        snapshot.replace(vec![tripped("2", 368), tripped("3", 131031)], vec![]);
+        assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(2.0));
+        assert!(!snapshot.has_pairs("2"));
     }
 }

@@ -284,7 +284,6 @@ pub(super) async fn resync(engine: &Inner, keep: Vec<Breaker>) {
             }
             engine.snapshot.replace(breakers, keep);
             engine.metrics.resync();
-            engine.metrics.snapshot_changed(&engine.snapshot_states());
             debug!(active = records.len(), "breaker snapshot resynced");
         }
         Err(error) => {
@@ -311,7 +310,6 @@ fn adopt(engine: &Inner, record: Breaker) {
     } else {
         engine.snapshot.offer(record, true);
     }
-    engine.metrics.snapshot_changed(&engine.snapshot_states());
 }
 
 fn answer(

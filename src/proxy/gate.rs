@@ -89,9 +89,7 @@ where
         let uri = request.uri();
         let route = classify(request.method(), uri.path(), uri.query());
         let check = match route.number(uri.path()) {
-            Some(number) if route.kind == RouteKind::Send => {
-                self.layer.breakers.check(number, now())
-            }
+            Some(number) if route.kind == RouteKind::Send => self.layer.breakers.check(number),
             _ => Check::Pass,
         };
         if check == Check::Pass {

@@ -1,0 +1,314 @@
+//! The breaker engine (`wagate::engine::Breakers`) on real stores: replicas
+//! racing the same trip on a standalone Redis and on a 3-master Cluster, a
+//! cool-down ending by itself on the embedded store, and an operator's reset
+//! reaching another replica.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use prometheus::Registry;
+use serde_json::Value;
+use support::redis::{RedisCluster, RedisServer};
+use support::{unique_name, wait_until, wait_until_async};
+use wagate::breaker::{
+    Action, Breaker, CodeMatch, OperatorAction, Release, Rule, Rules, Scope, Settings, State,
+};
+use wagate::engine::{Breakers, Check, OperatorOutcome, Timing, now};
+use wagate::graph::GraphError;
+use wagate::metrics::BreakerMetrics;
+use wagate::store::{BreakerStore, EmbeddedStore, RedisOptions, RedisStore, StoredRecord};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+/// Numbers raced per store.
+const RACED: usize = 50;
+
+/// One replica: an engine and the registry its metrics live in.
+struct Replica {
+    engine: Breakers,
+    registry: Registry,
+}
+
+async fn replica(store: Arc<dyn BreakerStore>, rules: Rules, timing: Timing) -> Replica {
+    let registry = Registry::new();
+    let metrics = BreakerMetrics::new(&registry).unwrap();
+    let engine = Breakers::start(store, rules, Settings::default(), metrics, timing).await;
+    Replica { engine, registry }
+}
+
+async fn redis_replica(urls: &[String], options: RedisOptions) -> Replica {
+    let store = RedisStore::connect(urls, options).await.unwrap();
+    replica(Arc::new(store), Rules::defaults(), Timing::default()).await
+}
+
+fn redis_options(prefix: &str) -> RedisOptions {
+    RedisOptions {
+        key_prefix: prefix.to_owned(),
+        command_timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    }
+}
+
+/// A Graph error from a fixture, with its own `fbtrace_id` so a record
+/// shows which replica wrote it.
+fn graph_error(fixture: &str, status: u16, fbtrace_id: &str) -> GraphError {
+    let body = std::fs::read(format!("tests/fixtures/{fixture}")).unwrap();
+    let mut error = GraphError::parse(status, &body).expect("a Graph error fixture");
+    error.fbtrace_id = Some(fbtrace_id.to_owned());
+    error
+}
+
+fn lock_error(fbtrace_id: &str) -> GraphError {
+    graph_error("error_131031.json", 403, fbtrace_id)
+}
+
+/// The sum of a counter family's samples whose labels include `labels`.
+fn counter(registry: &Registry, family: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric())
+        .filter(|m| {
+            labels.iter().all(|(name, value)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *name && l.value() == *value)
+            })
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+fn trips_stored(replica: &Replica) -> u64 {
+    counter(
+        &replica.registry,
+        "wagate_breaker_transitions_total",
+        &[("from", "closed"), ("to", "open")],
+    ) as u64
+}
+
+/// The breaker a stored record holds, as the engine reads it.
+fn breaker_of(record: &StoredRecord) -> Breaker {
+    let mut breaker: Breaker = serde_json::from_str(&record.body).unwrap();
+    breaker.version = record.version;
+    breaker
+}
+
+fn numbers(base: u64, count: usize) -> Vec<String> {
+    (0..count as u64).map(|i| (base + i).to_string()).collect()
+}
+
+/// Both replicas observe the same lock for every number at the same moment
+/// (two threads released together by a barrier per number). Each number
+/// must end with one stored `closed → open` transition, version 1, and the
+/// same record in both snapshots and the store.
+async fn race_trips(a: &Replica, b: &Replica, store: &dyn BreakerStore, numbers: &[String]) {
+    let barrier = Arc::new(Barrier::new(2));
+    let observers: Vec<_> = [(&a.engine, "replica-a"), (&b.engine, "replica-b")]
+        .into_iter()
+        .map(|(engine, name)| {
+            let (engine, barrier, numbers) = (engine.clone(), barrier.clone(), numbers.to_vec());
+            let error = lock_error(name);
+            // `observe` is synchronous: plain threads race it for real.
+            std::thread::spawn(move || {
+                for number in &numbers {
+                    barrier.wait();
+                    engine.observe(number, &error, None);
+                }
+            })
+        })
+        .collect();
+    for observer in observers {
+        observer.join().unwrap();
+    }
+
+    // Applied locally before `observe` returned.
+    for number in numbers {
+        for replica in [a, b] {
+            let check = replica.engine.check(number, now());
+            assert!(matches!(check, Check::Refuse(_)), "{number}: {check:?}");
+        }
+    }
+    wait_until_async(DEADLINE, "both replicas agree with the store", || async {
+        for number in numbers {
+            let Ok(Some(record)) = store.get(number, number).await else {
+                return false;
+            };
+            let stored = Some(breaker_of(&record));
+            if a.engine.get(number) != stored || b.engine.get(number) != stored {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    let (won_a, won_b) = (trips_stored(a), trips_stored(b));
+    println!(
+        "{} races: replica A stored {won_a} trips, replica B {won_b}",
+        numbers.len()
+    );
+    assert_eq!(won_a + won_b, numbers.len() as u64);
+    let all_transitions: f64 = [a, b]
+        .iter()
+        .map(|r| counter(&r.registry, "wagate_breaker_transitions_total", &[]))
+        .sum();
+    assert_eq!(
+        all_transitions,
+        numbers.len() as f64,
+        "nothing but the trips"
+    );
+    for number in numbers {
+        let record = store.get(number, number).await.unwrap().unwrap();
+        assert_eq!((record.version, record.active), (1, true), "{record:?}");
+        let breaker = breaker_of(&record);
+        assert_eq!(breaker.state, State::Open);
+        let audit = store.audit(number, 10).await.unwrap();
+        assert_eq!(audit.len(), 1, "{number}: {audit:?}");
+        let line: Value = serde_json::from_str(&audit[0]).unwrap();
+        assert_eq!(
+            (&line["from"], &line["to"]),
+            (&"closed".into(), &"open".into())
+        );
+        assert_eq!(line["code"], 131031);
+        assert_eq!(
+            line["fbtrace_id"],
+            breaker.cause.fbtrace_id.unwrap().as_str()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_a_trip_store_it_once() {
+    let server = RedisServer::start();
+    let prefix = unique_name("engine-race");
+    let urls = [server.url()];
+    let a = redis_replica(&urls, redis_options(&prefix)).await;
+    let b = redis_replica(&urls, redis_options(&prefix)).await;
+    let store = RedisStore::connect(&urls, redis_options(&prefix))
+        .await
+        .unwrap();
+    race_trips(&a, &b, &store, &numbers(200_000_000_001_000, RACED)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_a_trip_on_a_cluster_store_it_once() {
+    let cluster = RedisCluster::start(3);
+    let prefix = unique_name("engine-cluster");
+    let urls = cluster.urls();
+    let options = RedisOptions {
+        cluster: true,
+        ..redis_options(&prefix)
+    };
+    // Each replica subscribes through another seed: changes cross the bus.
+    let a = redis_replica(&urls, options.clone()).await;
+    let mut rotated = urls.clone();
+    rotated.rotate_left(1);
+    let b = redis_replica(&rotated, options.clone()).await;
+    let store = RedisStore::connect(&urls, options).await.unwrap();
+    let raced = numbers(200_000_000_002_000, RACED);
+    let masters: HashSet<usize> = raced
+        .iter()
+        .map(|n| cluster.node_of(&format!("{{{n}}}")))
+        .collect();
+    assert_eq!(masters.len(), 3, "the raced numbers live on every master");
+    race_trips(&a, &b, &store, &raced).await;
+    assert_reset_reaches_the_other_replica(&a, &b, &store, &raced[0]).await;
+}
+
+/// An operator's reset on `a` closes the (open) breaker of `number` on `b`.
+async fn assert_reset_reaches_the_other_replica(
+    a: &Replica,
+    b: &Replica,
+    store: &dyn BreakerStore,
+    number: &str,
+) {
+    let reset = OperatorAction::Reset {
+        reason: "appeal won".to_owned(),
+    };
+    let outcome = a.engine.operator(number, reset).await.unwrap();
+    let OperatorOutcome::Changed(record) = outcome else {
+        panic!("reset of {number}: {outcome:?}");
+    };
+    assert_eq!((record.from, record.to), (State::Open, State::Closed));
+    assert_eq!(a.engine.get(number), None);
+    wait_until(DEADLINE, "the reset reaches replica B", || {
+        b.engine.get(number).is_none()
+    })
+    .await;
+    assert_eq!(b.engine.check(number, now()), Check::Pass);
+    let stored = store.get(number, number).await.unwrap().unwrap();
+    assert!(!stored.active, "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reset_reaches_every_replica() {
+    let server = RedisServer::start();
+    let prefix = unique_name("engine-reset");
+    let urls = [server.url()];
+    let a = redis_replica(&urls, redis_options(&prefix)).await;
+    let b = redis_replica(&urls, redis_options(&prefix)).await;
+    let store = RedisStore::connect(&urls, redis_options(&prefix))
+        .await
+        .unwrap();
+    let number = "200000000003000";
+
+    a.engine.observe(number, &lock_error("replica-a"), None);
+    // B hears of the trip through the store, never by observing it itself.
+    wait_until(DEADLINE, "replica B sees the trip", || {
+        b.engine.get(number).is_some_and(|b| b.state == State::Open)
+    })
+    .await;
+    assert!(matches!(b.engine.check(number, now()), Check::Refuse(_)));
+    assert_reset_reaches_the_other_replica(&a, &b, &store, number).await;
+    let audit = store.audit(number, 10).await.unwrap();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+}
+
+#[tokio::test]
+async fn a_cool_down_ends_by_itself_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("breakers.json")).unwrap());
+    let cooldown = Duration::from_secs(1);
+    let rules = Rules::try_new(vec![
+        Rule::new(CodeMatch::one(130429), Action::Cooldown, Scope::Number).with_cooldown(cooldown),
+    ])
+    .unwrap();
+    let timing = Timing {
+        tick_interval: Duration::from_millis(50),
+        ..Timing::default()
+    };
+    let r = replica(store.clone(), rules, timing).await;
+    let number = "200000000004000";
+
+    let started = Instant::now();
+    r.engine
+        .observe(number, &graph_error("error_130429.json", 429, "t"), None);
+    let open = r.engine.get(number).expect("cooling down");
+    assert_eq!(open.state, State::Open);
+    assert!(matches!(open.release, Release::At(_)), "{open:?}");
+    assert!(matches!(r.engine.check(number, now()), Check::Refuse(_)));
+    wait_until(DEADLINE, "the cool-down ends", || {
+        r.engine.get(number).is_none()
+    })
+    .await;
+    let lasted = started.elapsed();
+    // Wall clock and monotonic clock run together; `started` is read before
+    // the cool-down's start, so it cannot have ended sooner than this.
+    assert!(lasted >= cooldown, "closed after {lasted:?}");
+    println!("a {cooldown:?} cool-down closed after {lasted:?}");
+    assert_eq!(r.engine.check(number, now()), Check::Pass);
+
+    let stored = store.get(number, number).await.unwrap().expect("tombstone");
+    assert!(!stored.active, "{stored:?}");
+    assert_eq!(stored.version, 2);
+    let closed = counter(
+        &r.registry,
+        "wagate_breaker_transitions_total",
+        &[("from", "open"), ("to", "closed"), ("source", "clock")],
+    );
+    assert_eq!(closed, 1.0);
+}

@@ -1,7 +1,7 @@
 //! The breaker engine (`wagate::engine::Breakers`) on real stores: replicas
 //! racing the same trip on a standalone Redis and on a 3-master Cluster, a
-//! cool-down ending by itself on the embedded store, and an operator's reset
-//! reaching another replica.
+//! cool-down ending by itself on the embedded store, an operator's reset
+//! reaching another replica, and readiness after an outage.
 
 mod support;
 
@@ -311,4 +311,46 @@ async fn a_cool_down_ends_by_itself_on_the_embedded_store() {
         &[("from", "open"), ("to", "closed"), ("source", "clock")],
     );
     assert_eq!(closed, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_without_writes_ends_ready() {
+    let mut server = RedisServer::start();
+    let prefix = unique_name("engine-outage");
+    let store = Arc::new(
+        RedisStore::connect(&[server.url()], redis_options(&prefix))
+            .await
+            .unwrap(),
+    );
+    // Resyncs often, so one fails during the outage.
+    let timing = Timing {
+        resync_interval: Duration::from_millis(100),
+        tick_interval: Duration::from_millis(50),
+    };
+    let r = replica(store.clone(), Rules::defaults(), timing).await;
+    assert!(!r.engine.is_degraded());
+
+    server.kill();
+    wait_until(DEADLINE, "the engine is degraded", || {
+        r.engine.is_degraded()
+    })
+    .await;
+    let failed_resyncs = || {
+        counter(
+            &r.registry,
+            "wagate_store_errors_total",
+            &[("operation", "list_active")],
+        )
+    };
+    wait_until(DEADLINE, "a resync fails", || failed_resyncs() >= 1.0).await;
+
+    tokio::task::block_in_place(|| server.restart());
+    wait_until(DEADLINE, "the store is healthy again", || {
+        store.is_healthy()
+    })
+    .await;
+    wait_until(DEADLINE, "the engine is ready again", || {
+        !r.engine.is_degraded()
+    })
+    .await;
 }

@@ -273,6 +273,9 @@ async fn tick(engine: &Inner, pending: &mut Vec<Job>) {
 pub(super) async fn resync(engine: &Inner, keep: Vec<Breaker>) {
     match engine.store.list_active().await {
         Ok(records) => {
+            // The store answered: the outage is over even when nothing was
+            // written since, and `/readyz` must say so.
+            engine.degraded.store(false, Ordering::Release);
             let mut breakers = Vec::with_capacity(records.len());
             for record in &records {
                 match parse(record) {

@@ -1,7 +1,8 @@
 //! The breaker engine (`wagate::engine::Breakers`) on real stores: replicas
 //! racing the same trip on a standalone Redis and on a 3-master Cluster, a
 //! cool-down ending by itself on the embedded store, an operator's reset
-//! reaching another replica, and readiness after an outage.
+//! reaching another replica, readiness after an outage, and open breakers
+//! written back to a Redis that lost them.
 
 mod support;
 
@@ -353,4 +354,69 @@ async fn an_outage_without_writes_ends_ready() {
         !r.engine.is_degraded()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_restarted_redis_lost_are_written_back_but_closings_stand() {
+    let mut server = RedisServer::start();
+    let prefix = unique_name("engine-lost");
+    let store = Arc::new(
+        RedisStore::connect(&[server.url()], redis_options(&prefix))
+            .await
+            .unwrap(),
+    );
+    let timing = Timing {
+        resync_interval: Duration::from_millis(100),
+        tick_interval: Duration::from_millis(50),
+    };
+    let r = replica(store.clone(), Rules::defaults(), timing).await;
+    let (kept, closed) = ("200000000005000", "200000000005001");
+    r.engine.observe(kept, &lock_error("kept"), None);
+    r.engine.observe(closed, &lock_error("closed"), None);
+    wait_until(DEADLINE, "both trips are stored", || trips_stored(&r) == 2).await;
+
+    // Another replica closed `closed`, and this one missed the change event:
+    // the tombstone is written without a PUBLISH.
+    let record = store.get(closed, closed).await.unwrap().unwrap();
+    let mut body: Value = serde_json::from_str(&record.body).unwrap();
+    body["state"] = "closed".into();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:{{{closed}}}:rec:{closed}"))
+        .arg(&[("version", "2"), ("active", "0")])
+        .arg("body")
+        .arg(body.to_string())
+        .query(&mut server.connection())
+        .unwrap();
+    wait_until(DEADLINE, "a resync drops the closed breaker", || {
+        r.engine.get(closed).is_none()
+    })
+    .await;
+    let tombstone = store.get(closed, closed).await.unwrap().unwrap();
+    assert_eq!((tombstone.version, tombstone.active), (2, false));
+
+    // Redis comes back empty: the open breaker is written back, as it was.
+    let held = r.engine.get(kept).unwrap();
+    tokio::task::block_in_place(|| server.restart());
+    wait_until_async(DEADLINE, "the open breaker is written back", || async {
+        matches!(store.get(kept, kept).await, Ok(Some(_)))
+    })
+    .await;
+    let restored = store.get(kept, kept).await.unwrap().unwrap();
+    assert_eq!(breaker_of(&restored), held);
+    assert_eq!(r.engine.get(kept), Some(held));
+    assert!(matches!(r.engine.check(kept, now()), Check::Refuse(_)));
+    let audit = store.audit(kept, 10).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    let line: Value = serde_json::from_str(&audit[0]).unwrap();
+    assert_eq!(
+        (&line["from"], &line["to"]),
+        (&"open".into(), &"open".into())
+    );
+    assert!(
+        line["reason"].as_str().unwrap().contains("written back"),
+        "{line}"
+    );
+    assert_eq!(trips_stored(&r), 2, "a write-back is not a transition");
+    assert_eq!(store.get(closed, closed).await.unwrap(), None);
+    assert_eq!(r.engine.get(closed), None);
 }

@@ -285,6 +285,8 @@ pub(super) async fn resync(engine: &Inner, keep: Vec<Breaker>) {
                     }
                 }
             }
+            let lost = super::restore::restore_lost(engine, &breakers, &keep).await;
+            breakers.extend(lost);
             engine.snapshot.replace(breakers, keep);
             engine.metrics.resync();
             debug!(active = records.len(), "breaker snapshot resynced");
@@ -336,7 +338,7 @@ fn tombstone(base: &Breaker, now: UnixMillis) -> Breaker {
     record
 }
 
-fn stored(breaker: &Breaker) -> StoredRecord {
+pub(super) fn stored(breaker: &Breaker) -> StoredRecord {
     StoredRecord {
         id: breaker.key.storage_id(),
         number: breaker.key.number().to_owned(),
@@ -347,7 +349,7 @@ fn stored(breaker: &Breaker) -> StoredRecord {
     }
 }
 
-fn parse(record: &StoredRecord) -> Result<Breaker, StoreError> {
+pub(super) fn parse(record: &StoredRecord) -> Result<Breaker, StoreError> {
     let mut breaker: Breaker =
         serde_json::from_str(&record.body).map_err(|e| StoreError::Corrupt {
             what: record.id.clone(),

@@ -17,7 +17,7 @@ use support::{unique_name, wait_until, wait_until_async};
 use wagate::breaker::{
     Action, Breaker, CodeMatch, OperatorAction, Release, Rule, Rules, Scope, Settings, State,
 };
-use wagate::engine::{Breakers, Check, OperatorOutcome, Timing, now};
+use wagate::engine::{Breakers, Check, OperatorOutcome, Timing};
 use wagate::graph::GraphError;
 use wagate::metrics::BreakerMetrics;
 use wagate::store::{BreakerStore, EmbeddedStore, RedisOptions, RedisStore, StoredRecord};
@@ -129,7 +129,7 @@ async fn race_trips(a: &Replica, b: &Replica, store: &dyn BreakerStore, numbers:
     // Applied locally before `observe` returned.
     for number in numbers {
         for replica in [a, b] {
-            let check = replica.engine.check(number, now());
+            let check = replica.engine.check(number);
             assert!(matches!(check, Check::Refuse(_)), "{number}: {check:?}");
         }
     }
@@ -240,7 +240,7 @@ async fn assert_reset_reaches_the_other_replica(
         b.engine.get(number).is_none()
     })
     .await;
-    assert_eq!(b.engine.check(number, now()), Check::Pass);
+    assert_eq!(b.engine.check(number), Check::Pass);
     let stored = store.get(number, number).await.unwrap().unwrap();
     assert!(!stored.active, "{stored:?}");
 }
@@ -263,7 +263,7 @@ async fn an_operator_reset_reaches_every_replica() {
         b.engine.get(number).is_some_and(|b| b.state == State::Open)
     })
     .await;
-    assert!(matches!(b.engine.check(number, now()), Check::Refuse(_)));
+    assert!(matches!(b.engine.check(number), Check::Refuse(_)));
     assert_reset_reaches_the_other_replica(&a, &b, &store, number).await;
     let audit = store.audit(number, 10).await.unwrap();
     assert_eq!(audit.len(), 2, "{audit:?}");
@@ -291,7 +291,7 @@ async fn a_cool_down_ends_by_itself_on_the_embedded_store() {
     let open = r.engine.get(number).expect("cooling down");
     assert_eq!(open.state, State::Open);
     assert!(matches!(open.release, Release::At(_)), "{open:?}");
-    assert!(matches!(r.engine.check(number, now()), Check::Refuse(_)));
+    assert!(matches!(r.engine.check(number), Check::Refuse(_)));
     wait_until(DEADLINE, "the cool-down ends", || {
         r.engine.get(number).is_none()
     })
@@ -301,7 +301,7 @@ async fn a_cool_down_ends_by_itself_on_the_embedded_store() {
     // the cool-down's start, so it cannot have ended sooner than this.
     assert!(lasted >= cooldown, "closed after {lasted:?}");
     println!("a {cooldown:?} cool-down closed after {lasted:?}");
-    assert_eq!(r.engine.check(number, now()), Check::Pass);
+    assert_eq!(r.engine.check(number), Check::Pass);
 
     let stored = store.get(number, number).await.unwrap().expect("tombstone");
     assert!(!stored.active, "{stored:?}");
@@ -404,7 +404,7 @@ async fn records_a_restarted_redis_lost_are_written_back_but_closings_stand() {
     let restored = store.get(kept, kept).await.unwrap().unwrap();
     assert_eq!(breaker_of(&restored), held);
     assert_eq!(r.engine.get(kept), Some(held));
-    assert!(matches!(r.engine.check(kept, now()), Check::Refuse(_)));
+    assert!(matches!(r.engine.check(kept), Check::Refuse(_)));
     let audit = store.audit(kept, 10).await.unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
     let line: Value = serde_json::from_str(&audit[0]).unwrap();

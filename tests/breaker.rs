@@ -7,25 +7,14 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::gateway::{InProcess, Process, metric};
+use support::gateway::{InProcess, Process, http, metric, sim};
 use support::redis::{RedisServer, commandstats};
 use wagate::breaker::{Action, CodeMatch, Rule, Scope};
-use wagate::sim::{ErrorInjection, SimHandle, SimOptions};
+use wagate::sim::{ErrorInjection, SimHandle};
 
 const LOCKED: &str = "200000000000001";
 const OTHER: &str = "200000000000002";
 const TOKEN: &str = "admin-token-for-tests";
-
-async fn sim() -> SimHandle {
-    wagate::sim::spawn(SimOptions::default()).await.unwrap()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 fn send_to(recipient: &str) -> Value {
     json!({"messaging_product": "whatsapp", "to": recipient, "type": "text", "text": {"body": "hi"}})

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::gateway::{InProcess, metric};
+use support::gateway::{InProcess, http, metric};
 use support::redis::RedisServer;
 use support::wait_until_async;
 use wagate::store::{BreakerStore, RedisOptions, RedisStore};
@@ -35,13 +35,6 @@ const STORED_TRIPS: &str =
 
 fn closed_number(i: usize) -> String {
     format!("2000000001{:05}", i % CLOSED_NUMBERS)
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 async fn send(client: &reqwest::Client, base: &str, number: &str) -> reqwest::Response {

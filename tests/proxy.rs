@@ -11,23 +11,12 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::gateway::{InProcess, Process, metric};
+use support::gateway::{InProcess, Process, http, metric, sim};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wagate::sim::{SimHandle, SimOptions};
+use wagate::sim::SimHandle;
 
 const NUMBER: &str = "200000000000001";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-async fn sim() -> SimHandle {
-    wagate::sim::spawn(SimOptions::default()).await.unwrap()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
 
 async fn control(sim: &SimHandle, method: reqwest::Method, path: &str, body: Value) -> Value {
     let response = http()

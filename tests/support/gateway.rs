@@ -242,3 +242,18 @@ pub(crate) async fn metric(admin: SocketAddr, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// The simulator in process on a free loopback port.
+pub(crate) async fn sim() -> wagate::sim::SimHandle {
+    wagate::sim::spawn(wagate::sim::SimOptions::default())
+        .await
+        .unwrap()
+}
+
+/// An HTTP client whose requests cannot hang a test.
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}

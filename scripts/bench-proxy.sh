@@ -9,6 +9,24 @@
 # fixed 2,000 req/s (hey). Prints each round, then the medians of the
 # per-round ratios wagate/nginx and wagate/direct (single runs vary by
 # 25-30% on these machines; only ratios measured side by side mean much).
+# The three targets are measured in a different order each round so that a
+# drift in the machine's load does not always fall on the same one.
+#
+# The fixed rate: hey's -q is per worker and every worker's ticker starts at
+# the same moment, so 64 workers at 2000/64 req/s each send bursts of 64
+# requests every 32 ms. The latency columns are therefore how fast such a
+# burst drains through the proxy and the simulator on one core, not the
+# latency of evenly spaced arrivals; BENCH_LAT_CONNECTIONS changes the burst
+# size. hey reports times in whole 0.1 ms steps.
+#
+# A round is 3 wrk runs and 3 hey runs of BENCH_DURATION each (6 x 8 s =
+# 48 s by default); the last column prints what it really took. Every tool
+# run is bounded by `timeout`, and hey's per-request timeout is short so a
+# stuck request cannot hold a run open long after its duration.
+#
+# The wagate measured is the release binary cargo builds from this tree; its
+# path comes from cargo (so CARGO_TARGET_DIR is honoured), and the running
+# process's executable is checked against it.
 #
 # All traffic goes to 127.0.0.1. The load generator runs on CPU 0; the
 # simulator and the proxy under test share CPU 1, so a proxy's cost shows up
@@ -20,6 +38,13 @@ rounds=${1:-5}
 duration=${BENCH_DURATION:-8s}
 rate=${BENCH_RATE:-2000}
 connections=64
+lat_connections=${BENCH_LAT_CONNECTIONS:-64}
+seconds=${duration%s}
+case $seconds in '' | *[!0-9]*)
+  echo "BENCH_DURATION must be whole seconds like 8s, not $duration" >&2
+  exit 2
+  ;;
+esac
 
 for tool in wrk hey nginx taskset; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -29,8 +54,22 @@ for tool in wrk hey nginx taskset; do
   fi
 done
 
-cargo build --release --locked --bin wagate
-bin=target/release/wagate
+# The executable cargo reports for this build, not a guessed path.
+bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
+  python3 -c '
+import json, sys
+exe = [m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("reason") == "compiler-artifact" and m.get("executable")
+       and m["target"]["name"] == "wagate"]
+print(exe[-1] if exe else "")')
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "cargo did not report a wagate executable" >&2
+  exit 1
+fi
+bin=$(readlink -f "$bin")
+dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -92,8 +131,13 @@ WAGATE_SERVER__WORKER_THREADS=1 \
 WAGATE_LOG__LEVEL=warn \
 WAGATE_STORE__PATH="$work/breakers.json" \
   taskset -c 1 "$bin" serve --config /dev/null 2>"$work/wagate.log" &
-pids+=($!)
+wagate_pid=$!
+pids+=($wagate_pid)
 wait_port "$wagate_port"
+if [ "$(readlink -f "/proc/$wagate_pid/exe")" != "$bin" ]; then
+  echo "the wagate listening on $wagate_port is not $bin" >&2
+  exit 1
+fi
 
 # A text send of exactly 314 bytes, the size used in DESIGN.md's budget.
 body=$(python3 -c '
@@ -104,6 +148,7 @@ base = len(json.dumps(msg, separators=(",", ":")))
 msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
 print(json.dumps(msg, separators=(",", ":")), end="")
 ')
+[ ${#body} -eq 314 ] || { echo "body is ${#body} bytes, not 314" >&2; exit 1; }
 printf '%s' "$body" >"$work/body.json"
 cat >"$work/post.lua" <<LUA
 wrk.method = "POST"
@@ -112,42 +157,77 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-token"
 LUA
 path=/v21.0/200000000000001/messages
+limit=$((seconds + 30))
 
-throughput() { # port -> requests/s
-  taskset -c 0 wrk -t1 -c$connections -d"$duration" -s "$work/post.lua" "http://127.0.0.1:$1$path" \
-    | awk '/^Requests\/sec/ {print $2}'
+throughput() { # port [duration] -> requests/s; every answer must be a 2xx
+  local out
+  out=$(timeout "$limit" taskset -c 0 wrk -t1 -c$connections -d"${2:-$duration}" -s "$work/post.lua" \
+    "http://127.0.0.1:$1$path")
+  if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+    echo "port $1: wrk saw failures:" >&2
+    grep -E 'Non-2xx|Socket errors' <<<"$out" >&2
+  fi
+  awk '/^Requests\/sec/ {print $2}' <<<"$out"
 }
-latency() { # port -> "p50_ms p99_ms"
-  local per_worker=$(( rate / connections ))
-  taskset -c 0 hey -z "$duration" -c $connections -q $per_worker -m POST \
-    -T application/json -H "Authorization: Bearer bench-token" -D "$work/body.json" \
-    "http://127.0.0.1:$1$path" \
-    | awk '/ 50%% in/ {p50=$3*1000} / 99%% in/ {p99=$3*1000} END {printf "%.2f %.2f", p50, p99}'
+per_worker=$(python3 -c "print(f'{$rate / $lat_connections:.3f}')")
+latency() { # port -> "p50_ms p99_ms"; hey prints "  50% in 0.0025 secs"
+  local out
+  out=$(timeout "$limit" taskset -c 0 hey -z "$duration" -t 5 -c "$lat_connections" -q "$per_worker" \
+    -m POST -T application/json -H "Authorization: Bearer bench-token" -D "$work/body.json" \
+    "http://127.0.0.1:$1$path")
+  awk -v port="$1" -v want="$rate" '
+    /Requests\/sec:/ {rps = $2}
+    $1 == "50%" && $2 == "in" {p50 = $3 * 1000}
+    $1 == "99%" && $2 == "in" {p99 = $3 * 1000}
+    /^ *\[[0-9]+\]/ && $1 != "[200]" {bad += $2}
+    /^Error distribution/ {errors = 1}
+    END {
+      if (p50 == "" || p99 == "") {print "port " port ": no latency in hey output" > "/dev/stderr"; exit 1}
+      if (bad || errors) print "port " port ": hey saw non-200 answers or errors" > "/dev/stderr"
+      if (rps < want * 0.97) printf "port %s: hey reached %.0f req/s, not %d\n", port, rps, want > "/dev/stderr"
+      printf "%.2f %.2f", p50, p99
+    }' <<<"$out"
 }
 
-# warm-up
-throughput "$sim_port" >/dev/null; throughput "$nginx_port" >/dev/null; throughput "$wagate_port" >/dev/null
+# warm-up: connections, pools and page cache
+for port in "$sim_port" "$nginx_port" "$wagate_port"; do throughput "$port" 3s >/dev/null; done
 
-printf '%-6s %10s %10s %10s | %14s %14s %14s\n' round direct nginx wagate "direct p50/p99" "nginx p50/p99" "wagate p50/p99"
+printf '%-6s %10s %10s %10s | %14s %14s %14s | %5s\n' round direct nginx wagate \
+  "direct p50/p99" "nginx p50/p99" "wagate p50/p99" secs
 : >"$work/ratios"
+names=(direct nginx wagate)
+ports=("$sim_port" "$nginx_port" "$wagate_port")
+rps=() p50=() p99=()
 for round in $(seq 1 "$rounds"); do
-  d=$(throughput "$sim_port"); n=$(throughput "$nginx_port"); w=$(throughput "$wagate_port")
-  read -r dl50 dl99 <<<"$(latency "$sim_port")"
-  read -r nl50 nl99 <<<"$(latency "$nginx_port")"
-  read -r wl50 wl99 <<<"$(latency "$wagate_port")"
-  printf '%-6s %10.0f %10.0f %10.0f | %6.2f/%-7.2f %6.2f/%-7.2f %6.2f/%-7.2f\n' \
-    "$round" "$d" "$n" "$w" "$dl50" "$dl99" "$nl50" "$nl99" "$wl50" "$wl99"
-  echo "$w $n $d $wl99 $nl99 $wl50 $nl50" >>"$work/ratios"
+  start=$SECONDS
+  for k in 0 1 2; do
+    i=$(((k + round - 1) % 3))
+    rps[$i]=$(throughput "${ports[$i]}")
+  done
+  for k in 0 1 2; do
+    i=$(((k + round - 1) % 3))
+    read -r "p50[$i]" "p99[$i]" <<<"$(latency "${ports[$i]}")"
+  done
+  printf '%-6s %10.0f %10.0f %10.0f | %6.2f/%-7.2f %6.2f/%-7.2f %6.2f/%-7.2f | %5d\n' \
+    "$round" "${rps[0]}" "${rps[1]}" "${rps[2]}" \
+    "${p50[0]}" "${p99[0]}" "${p50[1]}" "${p99[1]}" "${p50[2]}" "${p99[2]}" $((SECONDS - start))
+  echo "${rps[2]} ${rps[1]} ${rps[0]} ${p99[2]} ${p99[1]} ${p50[2]} ${p50[1]}" >>"$work/ratios"
 done
+echo "(throughput in req/s at saturation, ${connections} connections; latency in ms at ${rate} req/s, ${lat_connections} connections; ${names[*]} measured in rotating order)"
 
 python3 - "$work/ratios" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
-med = lambda xs: statistics.median(xs)
+med = statistics.median
+def ratios(f):
+    return [f(r) for r in rows]
+def show(label, xs, target=""):
+    each = " ".join(f"{x:.3f}" for x in xs)
+    print(f"{label:<38}: {med(xs):.3f}  {target + '  ' if target else ''}(per round: {each})")
 print()
-print(f"median throughput wagate/nginx : {med([w/n for w,n,d,*_ in rows]):.3f}  (target >= 1.0)")
-print(f"median throughput wagate/direct: {med([w/d for w,n,d,*_ in rows]):.3f}")
-print(f"median throughput nginx/direct : {med([n/d for w,n,d,*_ in rows]):.3f}")
-print(f"median p99 at fixed rate wagate/nginx: {med([r[3]/r[4] for r in rows]):.3f}  (target <= 1.0)")
-print(f"median p50 at fixed rate wagate/nginx: {med([r[5]/r[6] for r in rows]):.3f}")
+show("median throughput wagate/nginx", ratios(lambda r: r[0] / r[1]), "(target >= 1.0)")
+show("median throughput wagate/direct", ratios(lambda r: r[0] / r[2]))
+show("median throughput nginx/direct", ratios(lambda r: r[1] / r[2]))
+show("median p99 at fixed rate wagate/nginx", ratios(lambda r: r[3] / r[4]), "(target <= 1.0)")
+show("median p50 at fixed rate wagate/nginx", ratios(lambda r: r[5] / r[6]))
 PY

@@ -80,6 +80,7 @@ pub async fn run(
     let in_flight = InFlightLimit::new(config.limits.max_in_flight, metrics.in_flight().clone());
     let proxy = Proxy::new(
         proxy::client(&config.upstream),
+        proxy::h1_connector(&config.upstream),
         target,
         ProxySettings {
             max_body_bytes: config.limits.max_body_bytes,
@@ -98,9 +99,11 @@ pub async fn run(
         .server
         .gate
         .then(|| GateLayer::new(breakers.clone(), metrics.clone(), breaker_metrics));
-    let service = tower::ServiceBuilder::new()
-        .option_layer(gate)
-        .service(proxy);
+    let make_service = move || {
+        tower::ServiceBuilder::new()
+            .option_layer(gate.clone())
+            .service(proxy.for_connection())
+    };
 
     let proxy_addr = local(&listeners.proxy);
     let admin_addr = local(&listeners.admin);
@@ -136,7 +139,7 @@ pub async fn run(
     };
     proxy::serve(
         listeners.proxy,
-        service,
+        make_service,
         config.limits.max_body_bytes,
         config.server.drain_timeout,
         shutdown,

@@ -20,4 +20,4 @@ pub use respond::{ERROR_TYPE, GatewayError, envelope_response, refusal};
 pub use routes::{Route, RouteKind, classify, is_mark_as_read, send_recipient};
 pub use server::serve;
 pub use service::{GraphErrorHook, Proxy, ProxySettings};
-pub use upstream::{InvalidTarget, Target, UpstreamClient, client};
+pub use upstream::{Dedicated, InvalidTarget, Target, UpstreamClient, client, h1_connector};

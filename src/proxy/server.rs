@@ -16,14 +16,16 @@ use tracing::{debug, info, warn};
 
 use super::body::{ProxyBody, RequestBody};
 
-/// Serves `service` on `listener` until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish for up to `drain`.
+/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests finish for up to `drain`. `make` builds the
+/// service of each accepted connection (so a connection can keep state of
+/// its own, such as a dedicated upstream connection).
 ///
 /// `body_limit` bounds every request body as it streams (see
 /// [`RequestBody::limited`]).
 pub async fn serve<S>(
     listener: TcpListener,
-    service: S,
+    make: impl Fn() -> S,
     body_limit: u64,
     drain: Duration,
     shutdown: impl Future<Output = ()>,
@@ -58,7 +60,7 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let service = make();
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let request = request.map(|body| RequestBody::limited(body, body_limit));
             service.clone().oneshot(request)

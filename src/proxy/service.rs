@@ -11,11 +11,15 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode};
 use tracing::{Instrument, debug_span, info, warn};
 
-use super::body::{BodyTooLarge, InFlightLimit, ProxyBody, RequestBody};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::body::{BodyTooLarge, BoxError, InFlightLimit, ProxyBody, RequestBody};
 use super::inspect::inspect;
 use super::respond::GatewayError;
 use super::routes::{RouteKind, classify, send_recipient};
-use super::upstream::{Target, UpstreamClient, strip_hop_by_hop};
+use super::upstream::{Dedicated, Target, UpstreamClient, connect, strip_hop_by_hop};
 use crate::graph::GraphError;
 use crate::metrics::{Metrics, Outcome};
 
@@ -65,10 +69,13 @@ pub struct ProxySettings {
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// This client connection's own upstream connection, when it has one.
+    dedicated: Option<Arc<Dedicated>>,
 }
 
 struct Shared {
     client: UpstreamClient,
+    h1: HttpsConnector<HttpConnector>,
     target: Target,
     settings: ProxySettings,
     metrics: Metrics,
@@ -80,6 +87,7 @@ impl Proxy {
     /// A proxy to `target` through `client`.
     pub fn new(
         client: UpstreamClient,
+        h1: HttpsConnector<HttpConnector>,
         target: Target,
         settings: ProxySettings,
         metrics: Metrics,
@@ -89,12 +97,24 @@ impl Proxy {
         Self {
             shared: Arc::new(Shared {
                 client,
+                h1,
                 target,
                 settings,
                 metrics,
                 in_flight,
                 hook,
             }),
+            dedicated: None,
+        }
+    }
+
+    /// The proxy for one client connection: its HTTP/1.x requests share one
+    /// upstream connection of their own (see [`Dedicated`]); clones of the
+    /// result share it too.
+    pub fn for_connection(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            dedicated: Some(Arc::default()),
         }
     }
 }
@@ -110,12 +130,22 @@ impl tower::Service<Request<RequestBody>> for Proxy {
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
         let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.forward(request).await) })
+        // Only HTTP/1.x clients send one request at a time per connection;
+        // HTTP/2 streams run concurrently and use the shared pool.
+        let dedicated = match request.version() {
+            http::Version::HTTP_10 | http::Version::HTTP_11 => self.dedicated.clone(),
+            _ => None,
+        };
+        Box::pin(async move { Ok(shared.forward(request, dedicated.as_deref()).await) })
     }
 }
 
 impl Shared {
-    async fn forward(&self, mut request: Request<RequestBody>) -> Response<ProxyBody> {
+    async fn forward(
+        &self,
+        mut request: Request<RequestBody>,
+        dedicated: Option<&Dedicated>,
+    ) -> Response<ProxyBody> {
         let uri = request.uri();
         let route = classify(request.method(), uri.path(), uri.query());
         let Some(slot) = self.in_flight.try_acquire() else {
@@ -146,17 +176,17 @@ impl Shared {
         self.target.rewrite(&mut request);
 
         let started = Instant::now();
-        let sent = tokio::time::timeout(self.settings.timeout, self.client.request(request))
+        let sent = tokio::time::timeout(self.settings.timeout, self.send(request, dedicated))
             .instrument(span.clone())
             .await;
         let response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 let _enter = span.enter();
-                let gateway_error = if is_body_too_large(&error) {
+                let gateway_error = if is_body_too_large(error.as_ref()) {
                     GatewayError::PayloadTooLarge(max)
                 } else {
-                    warn!(route = route.kind.as_str(), error = %error_chain(&error), "upstream request failed");
+                    warn!(route = route.kind.as_str(), error = %error_chain(error.as_ref()), "upstream request failed");
                     GatewayError::BadGateway
                 };
                 return self.refuse(route.kind, gateway_error);
@@ -202,6 +232,26 @@ impl Shared {
             _ => ProxyBody::upstream(body),
         };
         Response::from_parts(parts, body.with_guard(slot))
+    }
+
+    /// Sends over this client connection's own upstream connection when it
+    /// has one free, else through the shared pool. Never retried.
+    async fn send(
+        &self,
+        request: Request<RequestBody>,
+        dedicated: Option<&Dedicated>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let Some(mut checkout) = dedicated.and_then(Dedicated::checkout) else {
+            return Ok(self.client.request(request).await?);
+        };
+        let mut sender = match checkout.sender.take() {
+            Some(sender) => sender,
+            None => connect(&self.h1, &self.target).await?,
+        };
+        sender.ready().await?;
+        let response = sender.send_request(request);
+        checkout.sender = Some(sender);
+        Ok(response.await?)
     }
 
     fn graph_error(

@@ -16,7 +16,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::RequestBody;
+use hyper::client::conn::http1::SendRequest;
+
+use super::body::{BoxError, RequestBody};
 use crate::config;
 
 /// The pooled, keep-alive upstream client (TLS by rustls).
@@ -81,16 +83,11 @@ pub struct InvalidTarget;
 /// Builds the upstream client: pooled keep-alive connections, TLS by rustls
 /// with the webpki roots, HTTP/2 when the upstream offers it over ALPN.
 pub fn client(config: &config::Upstream) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http);
+        .wrap_connector(tcp_connector(config));
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -100,6 +97,99 @@ pub fn client(config: &config::Upstream) -> UpstreamClient {
         // the upstream may already have acted on it.
         .retry_canceled_requests(false)
         .build(https)
+}
+
+/// The connector for dedicated upstream connections: like [`client`]'s, but
+/// offering only HTTP/1.1, so a TLS upstream never negotiates HTTP/2 on a
+/// connection that carries one request at a time.
+pub fn h1_connector(config: &config::Upstream) -> HttpsConnector<HttpConnector> {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp_connector(config))
+}
+
+/// TCP to the upstream: no Nagle delay (requests are small and latency
+/// matters), the configured connect timeout, TCP keep-alive probes so dead
+/// idle connections are noticed.
+fn tcp_connector(config: &config::Upstream) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http
+}
+
+/// One upstream HTTP/1.1 connection kept for one client connection.
+///
+/// An HTTP/1.1 client connection carries one request at a time, so pairing
+/// it with its own upstream connection skips the shared pool's checkout,
+/// locking and wake-ups on every request: the cheapest way to forward
+/// (DESIGN.md, "Performance budget"). When the slot is busy (concurrent
+/// HTTP/2 streams on one client connection) requests use the shared pool.
+#[derive(Default)]
+pub struct Dedicated {
+    state: std::sync::Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    sender: Option<SendRequest<RequestBody>>,
+    in_use: bool,
+}
+
+impl Dedicated {
+    /// Takes the slot: `None` when another request holds it. The checkout
+    /// carries the open connection, if there is one.
+    pub(super) fn checkout(&self) -> Option<Checkout<'_>> {
+        let mut slot = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.in_use {
+            return None;
+        }
+        slot.in_use = true;
+        let sender = slot.sender.take().filter(|s| !s.is_closed());
+        Some(Checkout { slot: self, sender })
+    }
+}
+
+/// A held [`Dedicated`] slot; frees it (keeping an open connection) on drop,
+/// so a cancelled request never leaves the slot taken.
+pub(super) struct Checkout<'a> {
+    slot: &'a Dedicated,
+    /// The connection, once open.
+    pub(super) sender: Option<SendRequest<RequestBody>>,
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        slot.in_use = false;
+        slot.sender = self.sender.take().filter(|s| !s.is_closed());
+    }
+}
+
+/// Opens a dedicated HTTP/1.1 connection to `target`.
+pub(super) async fn connect(
+    connector: &HttpsConnector<HttpConnector>,
+    target: &Target,
+) -> Result<SendRequest<RequestBody>, BoxError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.clone());
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    let uri = Uri::from_parts(parts)?;
+    let io = tower::ServiceExt::oneshot(connector.clone(), uri).await?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "dedicated upstream connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the

@@ -292,9 +292,10 @@ impl BreakerMetrics {
         }
     }
 
-    /// Counts a send refused for `number`.
-    pub fn refused(&self, number: &str) {
-        self.refused.with_label_values(&[number]).inc();
+    /// The counter of sends refused for `number`, resolved once per
+    /// breaker by the gate rather than on every refusal.
+    pub fn refused(&self, number: &str) -> IntCounter {
+        self.refused.with_label_values(&[number])
     }
 
     /// Counts a failed store operation.

@@ -61,7 +61,7 @@ pub enum Check {
     /// Forward it.
     Pass,
     /// Refuse it (unless it is a mark-as-read), quoting this breaker.
-    Refuse(Box<Breaker>),
+    Refuse(Arc<Breaker>),
     /// The number has pair back-offs: the recipient decides.
     AskRecipient,
 }
@@ -140,10 +140,7 @@ impl Breakers {
             return Check::Pass;
         }
         let now = now();
-        let refusing = snapshot.with(number, |b| {
-            b.refuses_sends(now).then(|| Box::new(b.clone()))
-        });
-        if let Some(Some(breaker)) = refusing {
+        if let Some(breaker) = snapshot.shared_if(number, |b| b.refuses_sends(now)) {
             return Check::Refuse(breaker);
         }
         if snapshot.has_pairs(number) {
@@ -156,13 +153,9 @@ impl Breakers {
     /// [`Check::AskRecipient`] asked for it.
     pub fn check_pair(&self, number: &str, recipient: &str, now: UnixMillis) -> Check {
         let id = BreakerKey::for_pair(number, recipient).storage_id();
-        match self
-            .inner
-            .snapshot
-            .with(&id, |b| b.refuses_sends(now).then(|| Box::new(b.clone())))
-        {
-            Some(Some(breaker)) => Check::Refuse(breaker),
-            _ => Check::Pass,
+        match self.inner.snapshot.shared_if(&id, |b| b.refuses_sends(now)) {
+            Some(breaker) => Check::Refuse(breaker),
+            None => Check::Pass,
         }
     }
 

@@ -5,8 +5,8 @@
 //! lookup otherwise; never a store command.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::breaker::{Breaker, BreakerKey, State};
 use crate::metrics::BreakerMetrics;
@@ -22,7 +22,8 @@ pub(crate) struct Snapshot {
 }
 
 struct Records {
-    records: HashMap<String, Breaker>,
+    // Shared so the gate can hold a refused number's record without a copy.
+    records: HashMap<String, Arc<Breaker>>,
     pairs: HashMap<String, usize>,
     metrics: BreakerMetrics,
 }
@@ -56,12 +57,16 @@ impl Snapshot {
 
     /// A copy of the record stored under `id`, if not closed.
     pub(crate) fn get(&self, id: &str) -> Option<Breaker> {
-        self.read(|r| r.records.get(id).cloned())
+        self.read(|r| r.records.get(id).map(|b| Breaker::clone(b)))
     }
 
-    /// Runs `f` on the record under `id` without copying it.
-    pub(crate) fn with<T>(&self, id: &str, f: impl FnOnce(&Breaker) -> T) -> Option<T> {
-        self.read(|r| r.records.get(id).map(f))
+    /// The shared record under `id`, if not closed and `keep` says so.
+    pub(crate) fn shared_if(
+        &self,
+        id: &str,
+        keep: impl FnOnce(&Breaker) -> bool,
+    ) -> Option<Arc<Breaker>> {
+        self.read(|r| r.records.get(id).filter(|b| keep(b)).cloned())
     }
 
     /// Whether `number` has any pair back-off records.
@@ -71,7 +76,18 @@ impl Snapshot {
 
     /// Every record, for listings.
     pub(crate) fn all(&self) -> Vec<Breaker> {
-        self.read(|r| r.records.values().cloned().collect())
+        self.matching(|_| true)
+    }
+
+    /// Copies of the records `keep` selects; the others are not copied.
+    pub(crate) fn matching(&self, keep: impl Fn(&Breaker) -> bool) -> Vec<Breaker> {
+        self.read(|r| {
+            r.records
+                .values()
+                .filter(|b| keep(b))
+                .map(|b| Breaker::clone(b))
+                .collect()
+        })
     }
 
     /// Takes `record` when it is newer than what is held. A record from the
@@ -156,7 +172,7 @@ impl Records {
             }
         }
         self.metrics.breaker_added(&record.key, record.state);
-        self.records.insert(id, record);
+        self.records.insert(id, Arc::new(record));
     }
 
     fn remove(&mut self, id: &str) {

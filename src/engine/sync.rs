@@ -14,7 +14,7 @@ use tokio::time::{MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
 use super::{Inner, OperatorOutcome, Timing, now};
-use crate::breaker::{Breaker, BreakerKey, Decision, Event, State, UnixMillis, apply};
+use crate::breaker::{Breaker, BreakerKey, Decision, Event, Release, State, UnixMillis, apply};
 use crate::store::{CasOutcome, StoreError, StoreEvent, StoredRecord, Write};
 
 /// Attempts at one write before giving up on a key that keeps changing.
@@ -239,12 +239,12 @@ async fn tick(engine: &Inner, pending: &mut Vec<Job>) {
         return;
     }
     let now = now();
-    let due: Vec<Breaker> = engine
-        .snapshot
-        .all()
-        .into_iter()
-        .filter(|b| {
-            matches!(
+    // Only timed breakers (cool-downs, back-offs) and ramps move with the
+    // clock; held and health-gated ones are not even copied.
+    let due: Vec<Breaker> = engine.snapshot.matching(|b| {
+        let timed = matches!(b.release, Release::At(_)) || b.state == State::Ramping;
+        timed
+            && matches!(
                 apply(
                     Some(b),
                     &b.key,
@@ -255,8 +255,7 @@ async fn tick(engine: &Inner, pending: &mut Vec<Job>) {
                 ),
                 Decision::Transition(_)
             )
-        })
-        .collect();
+    });
     for breaker in due {
         let job = Job {
             key: breaker.key.clone(),

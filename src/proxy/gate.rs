@@ -9,17 +9,23 @@
 //! and a number with pair back-offs is gated by recipient. Nothing is ever
 //! queued: a refused send is answered at once.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use prometheus::IntCounter;
 
 use futures_util::future::{BoxFuture, Either};
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
 use super::body::{Buffered, ProxyBody, RequestBody};
-use super::respond::{GatewayError, refusal};
+use super::respond::{GatewayError, refusal_body, refusal_response};
 use super::routes::{RouteKind, classify, is_mark_as_read, send_recipient};
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, BreakerKey};
 use crate::engine::{Breakers, Check, now};
 use crate::metrics::{BreakerMetrics, Metrics, Outcome};
 
@@ -27,12 +33,26 @@ use crate::metrics::{BreakerMetrics, Metrics, Outcome};
 /// send or to find the recipient. Send bodies are a few KiB at most.
 const READ_BOUND: usize = 64 * 1024;
 
+/// Rendered refusals kept at most; past it the cache starts over (it only
+/// holds breakers that actually refused something).
+const RENDERED_MAX: usize = 16_384;
+
 /// Wraps a service in a [`Gate`].
 #[derive(Clone)]
 pub struct GateLayer {
     breakers: Breakers,
     metrics: Metrics,
     breaker_metrics: BreakerMetrics,
+    rendered: Arc<RwLock<HashMap<String, Rendered>>>,
+}
+
+/// A refusal body rendered for one version of one breaker, with its
+/// counter resolved: a retry storm is then answered with a reference-counted
+/// copy of the same bytes.
+struct Rendered {
+    version: u64,
+    body: Bytes,
+    refused: IntCounter,
 }
 
 impl GateLayer {
@@ -42,7 +62,40 @@ impl GateLayer {
             breakers,
             metrics,
             breaker_metrics,
+            rendered: Arc::default(),
         }
+    }
+
+    /// The refusal of a send by `breaker`, rendered once per record version.
+    fn refuse(&self, breaker: &Breaker) -> Response<ProxyBody> {
+        self.metrics.request(RouteKind::Send, Outcome::Refused);
+        let id: Cow<'_, str> = match &breaker.key {
+            BreakerKey::Number(number) => Cow::Borrowed(number),
+            key @ BreakerKey::Pair { .. } => Cow::Owned(key.storage_id()),
+        };
+        let cached = {
+            let rendered = self.rendered.read().unwrap_or_else(|e| e.into_inner());
+            rendered
+                .get(id.as_ref())
+                .filter(|r| r.version == breaker.version)
+                .map(|r| (r.body.clone(), r.refused.clone()))
+        };
+        let (body, refused) = cached.unwrap_or_else(|| {
+            let rendered = Rendered {
+                version: breaker.version,
+                body: refusal_body(breaker),
+                refused: self.breaker_metrics.refused(breaker.key.number()),
+            };
+            let out = (rendered.body.clone(), rendered.refused.clone());
+            let mut cache = self.rendered.write().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= RENDERED_MAX {
+                cache.clear();
+            }
+            cache.insert(id.into_owned(), rendered);
+            out
+        });
+        refused.inc();
+        refusal_response(body, breaker, now())
     }
 }
 
@@ -129,7 +182,7 @@ where
             return GatewayError::PayloadTooLarge(READ_BOUND as u64).into_response();
         }
     };
-    let refuse_with: Option<Box<Breaker>> = match (&check, &buffered) {
+    let refuse_with: Option<Arc<Breaker>> = match (&check, &buffered) {
         // Mark-as-read is not a send: it passes an open breaker.
         (Check::Refuse(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => None,
         (Check::Refuse(breaker), _) => Some(breaker.clone()),
@@ -142,9 +195,7 @@ where
         _ => None,
     };
     if let Some(breaker) = refuse_with {
-        layer.metrics.request(RouteKind::Send, Outcome::Refused);
-        layer.breaker_metrics.refused(&number);
-        return refusal(&breaker, now());
+        return layer.refuse(&breaker);
     }
     let body = match buffered {
         Buffered::Whole(bytes) => RequestBody::full(bytes),

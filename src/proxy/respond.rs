@@ -117,20 +117,28 @@ impl GatewayError {
 /// HTTP 503 with `Retry-After` (seconds until the breaker can next move) and
 /// `X-Wagate-Breaker`, and Meta's envelope carrying the code that tripped
 /// the breaker, so SDKs that already handle 131031 keep working; the
-/// `fbtrace_id` is the one of the response that tripped it, when known. An
-/// operator's hold on a number with no Meta error behind it carries code 2
-/// ("temporarily unavailable"): code 0 would read as an auth error.
+/// `fbtrace_id` is the one of the response that tripped it, when known.
 pub fn refusal(breaker: &Breaker, now: UnixMillis) -> Response<ProxyBody> {
+    refusal_response(refusal_body(breaker), breaker, now)
+}
+
+/// The body of a refusal. It depends only on the breaker's record, so the
+/// gate renders it once per record version and reuses it for every refused
+/// send of a retry storm.
+///
+/// An operator's hold on a number with no Meta error behind it carries code
+/// 2 ("temporarily unavailable"): code 0 would read as an auth error.
+pub(super) fn refusal_body(breaker: &Breaker) -> Bytes {
     let cause = &breaker.cause;
     let code = if cause.code == 0 { 2 } else { cause.code };
-    let state = breaker.state.as_str();
     let seen = match cause.source {
         Source::Operator => "set by an operator".to_owned(),
         source => format!("after error {} seen in a {}", cause.code, source.as_str()),
     };
     let mut details = format!(
-        "wagate held this send: the breaker for phone number {} is {state} since {} ({seen}",
+        "wagate held this send: the breaker for phone number {} is {} since {} ({seen}",
         breaker.key.number(),
+        breaker.state.as_str(),
         breaker.since
     );
     if let Some(meta) = &cause.details {
@@ -142,19 +150,27 @@ pub fn refusal(breaker: &Breaker, now: UnixMillis) -> Response<ProxyBody> {
         details.push_str(". ");
         details.push_str(&breaker.reason);
     }
-    let mut response = envelope_response(
-        StatusCode::SERVICE_UNAVAILABLE,
+    envelope_body(
         code,
         "Send held by the gateway: the breaker for this phone number is open",
         details,
         cause.fbtrace_id.clone(),
-    );
+    )
+}
+
+/// The refusal response around a rendered `body` for `breaker` at `now`.
+pub(super) fn refusal_response(
+    body: Bytes,
+    breaker: &Breaker,
+    now: UnixMillis,
+) -> Response<ProxyBody> {
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
     let retry_after = breaker.retry_after(now).as_millis().div_ceil(1000).max(1) as u64;
     let headers = response.headers_mut();
     headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
     headers.insert(
         HeaderName::from_static("x-wagate-breaker"),
-        HeaderValue::from_static(state),
+        HeaderValue::from_static(breaker.state.as_str()),
     );
     response
 }
@@ -172,6 +188,11 @@ pub fn envelope_response(
     details: String,
     fbtrace_id: Option<String>,
 ) -> Response<ProxyBody> {
+    json_response(status, envelope_body(code, message, details, fbtrace_id))
+}
+
+/// Meta's envelope with `type: "WagateError"`, serialized.
+fn envelope_body(code: i64, message: &str, details: String, fbtrace_id: Option<String>) -> Bytes {
     let envelope = Envelope {
         error: EnvelopeBody {
             message: format!("(#{code}) {message}"),
@@ -186,8 +207,11 @@ pub fn envelope_response(
         },
     };
     // Serializing plain strings and integers cannot fail.
-    let body = serde_json::to_vec(&envelope).unwrap_or_default();
-    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -118,6 +118,10 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Route {
 /// These are not sends and carry no integrity risk, so they pass an open
 /// breaker. A body that is not JSON is not a mark-as-read.
 pub fn is_mark_as_read(body: &[u8]) -> bool {
+    // Most refused bodies are sends: skip the parse when "read" is absent.
+    if find(body, b"read").is_none() {
+        return false;
+    }
     #[derive(serde::Deserialize)]
     struct Probe<'a> {
         #[serde(borrow)]

@@ -27,17 +27,21 @@
 # vary by 25-30% on these machines; only ratios measured side by side mean
 # much.
 #
-# Why the three gateways run side by side for the whole run rather than
-# being restarted per round: holding 10,000 numbers through the admin API
+# Why the three gateways are started once and kept for the whole run rather
+# than restarted per round: holding 10,000 numbers through the admin API
 # takes minutes (each change costs time in proportion to the breakers
-# already held), so it is done once; and side by side, every round measures
-# all three under the same machine conditions, in a rotating order so a
-# drift in load does not always fall on the same one. The idle gateways cost
-# CPU 1 a little (the gated ones look over their 10,000 breakers once a
-# second); the script prints how much, and it is the same for every case.
-# During the holds only, the gateways may use both CPUs, which roughly
-# halves that setup; they are pinned back to CPU 1 before anything is
-# measured.
+# already held), so it is done once; and every round then measures all
+# three under the same machine conditions, in a rotating order so a drift
+# in load does not always fall on the same one. While one gateway is
+# measured the other two (and redis-server, unless gate-redis is measured)
+# are stopped with SIGSTOP and continued afterwards: idle, a gateway holding
+# 10,000 breakers still uses a few percent of a CPU (it looks over its
+# breakers once a second and resyncs them every 30 s; the script prints how
+# much), and that work would land on CPU 1 in the middle of another
+# gateway's measurement. A measured gateway's own background work counts
+# against it. During the holds only, the gateways may use both CPUs, which
+# roughly halves that setup; they are pinned back to CPU 1 before anything
+# is measured.
 #
 # The wagate measured is the release binary cargo builds from this tree.
 # All traffic goes to 127.0.0.1; everything started here is stopped on exit.
@@ -77,6 +81,7 @@ if [ -z "$bin" ] || [ ! -x "$bin" ]; then
 fi
 bin=$(readlink -f "$bin")
 dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
 
 # The embedded stores' files go to tmpfs when there is one: every admin
@@ -84,7 +89,8 @@ echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), tree $(git rev-pars
 work=$(mktemp -d -p "$([ -d /dev/shm ] && echo /dev/shm || echo /tmp)")
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # A stopped process takes SIGTERM only once it is continued.
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && kill -CONT "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -288,6 +294,29 @@ printf '%-6s %10s %10s %10s %10s | %9s %9s %9s | %6s %5s\n' round no-gate gate-e
 : >"$work/rows"
 cases=("${proxy_ports[0]} $closed 2xx" "${proxy_ports[1]} $closed 2xx" "${proxy_ports[2]} $closed 2xx"
   "${proxy_ports[1]} $open refused")
+case_gw=(0 1 2 1)
+ready() { # admin_port: wait until the gateway answers /readyz with 200
+  for _ in $(seq 1 100); do
+    [ "$(curl -s --max-time 1 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "the gateway on admin port $1 is not ready" >&2
+  exit 1
+}
+only() { # gateway index (0-2) or "all": the others and an unused redis-server stop
+  local i
+  for i in 0 1 2; do
+    if [ "$1" = all ] || [ "$1" = "$i" ]; then continue; fi
+    kill -STOP "${gw_pids[i]}"
+  done
+  if [ "$1" = all ] || [ "$1" = 2 ]; then kill -CONT "$redis_pid"; else kill -STOP "$redis_pid"; fi
+  for i in 0 1 2; do
+    if [ "$1" = all ] || [ "$1" = "$i" ]; then
+      kill -CONT "${gw_pids[i]}"
+      ready "${admin_ports[i]}"
+    fi
+  done
+}
 rps=() cpu=()
 for round in $(seq 1 "$rounds"); do
   start=$SECONDS
@@ -298,15 +327,19 @@ for round in $(seq 1 "$rounds"); do
   fi
   for k in 0 1 2 3; do
     i=$(((k + round - 1) % 4))
+    only "${case_gw[i]}"
     read -r "rps[$i]" "cpu[$i]" <<<"$(measure ${cases[i]})"
   done
+  only all
   printf '%-6s %10.0f %10.0f %10.0f %10.0f | %9.3f %9.3f %9.3f | %6s %5d\n' "$round" \
     "${rps[0]}" "${rps[1]}" "${rps[2]}" "${rps[3]}" \
     "$(python3 -c "print(${rps[1]} / ${rps[0]})")" "$(python3 -c "print(${rps[2]} / ${rps[0]})")" \
     "$(python3 -c "print(${rps[3]} / ${rps[1]})")" "${cpu[3]}" $((SECONDS - start))
   echo "${rps[*]}" >>"$work/rows"
 done
-echo "(sends/s at saturation, $connections connections, $duration each, measured in rotating order;"
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
+echo "(sends/s at saturation, $connections connections, $duration each, measured in rotating order,"
+echo " each gateway alone on CPU 1 with the simulator, the others stopped;"
 echo " ref/fwd = refused / gate-emb; wrk% = the load generator's CPU during the refused run:"
 echo " near 100% means wrk, not the gateway, set the refused rate, so ref/fwd is a lower bound)"
 

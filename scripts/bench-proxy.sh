@@ -68,6 +68,7 @@ if [ -z "$bin" ] || [ ! -x "$bin" ]; then
 fi
 bin=$(readlink -f "$bin")
 dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
 
 work=$(mktemp -d)
@@ -213,6 +214,7 @@ for round in $(seq 1 "$rounds"); do
     "${p50[0]}" "${p99[0]}" "${p50[1]}" "${p99[1]}" "${p50[2]}" "${p99[2]}" $((SECONDS - start))
   echo "${rps[2]} ${rps[1]} ${rps[0]} ${p99[2]} ${p99[1]} ${p50[2]} ${p50[1]}" >>"$work/ratios"
 done
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 echo "(throughput in req/s at saturation, ${connections} connections; latency in ms at ${rate} req/s, ${lat_connections} connections; ${names[*]} measured in rotating order)"
 
 python3 - "$work/ratios" <<'PY'

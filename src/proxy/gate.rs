@@ -2,9 +2,9 @@
 //! its number's breaker is open or held. Tower glue only; the decisions are
 //! the engine's.
 //!
-//! A closed number costs a route classification and one atomic load (or a
-//! snapshot lookup while any breaker is open anywhere): no store command,
-//! no body read. Bodies are read, up to a bound, only when the answer
+//! While every breaker is closed a request costs one atomic load; while any
+//! is open anywhere, a send costs a route classification and a snapshot
+//! lookup. Never a store command, never a body read for a closed number. Bodies are read, up to a bound, only when the answer
 //! depends on them: a refused number's mark-as-read calls must still pass,
 //! and a number with pair back-offs is gated by recipient. Nothing is ever
 //! queued: a refused send is answered at once.
@@ -37,13 +37,18 @@ const READ_BOUND: usize = 64 * 1024;
 /// holds breakers that actually refused something).
 const RENDERED_MAX: usize = 16_384;
 
-/// Wraps a service in a [`Gate`].
+/// Wraps a service in a [`Gate`]. Cloned with every request (hyper hands
+/// each request a clone of the connection's service), so it is one `Arc`.
 #[derive(Clone)]
 pub struct GateLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     breakers: Breakers,
     metrics: Metrics,
     breaker_metrics: BreakerMetrics,
-    rendered: Arc<RwLock<HashMap<String, Rendered>>>,
+    rendered: RwLock<HashMap<String, Rendered>>,
 }
 
 /// A refusal body rendered for one version of one breaker, with its
@@ -59,22 +64,25 @@ impl GateLayer {
     /// A gate deciding with `breakers`.
     pub fn new(breakers: Breakers, metrics: Metrics, breaker_metrics: BreakerMetrics) -> Self {
         Self {
-            breakers,
-            metrics,
-            breaker_metrics,
-            rendered: Arc::default(),
+            shared: Arc::new(Shared {
+                breakers,
+                metrics,
+                breaker_metrics,
+                rendered: RwLock::default(),
+            }),
         }
     }
 
     /// The refusal of a send by `breaker`, rendered once per record version.
     fn refuse(&self, breaker: &Breaker) -> Response<ProxyBody> {
-        self.metrics.request(RouteKind::Send, Outcome::Refused);
+        let shared = &*self.shared;
+        shared.metrics.request(RouteKind::Send, Outcome::Refused);
         let id: Cow<'_, str> = match &breaker.key {
             BreakerKey::Number(number) => Cow::Borrowed(number),
             key @ BreakerKey::Pair { .. } => Cow::Owned(key.storage_id()),
         };
         let cached = {
-            let rendered = self.rendered.read().unwrap_or_else(|e| e.into_inner());
+            let rendered = shared.rendered.read().unwrap_or_else(|e| e.into_inner());
             rendered
                 .get(id.as_ref())
                 .filter(|r| r.version == breaker.version)
@@ -84,10 +92,10 @@ impl GateLayer {
             let rendered = Rendered {
                 version: breaker.version,
                 body: refusal_body(breaker),
-                refused: self.breaker_metrics.refused(breaker.key.number()),
+                refused: shared.breaker_metrics.refused(breaker.key.number()),
             };
             let out = (rendered.body.clone(), rendered.refused.clone());
-            let mut cache = self.rendered.write().unwrap_or_else(|e| e.into_inner());
+            let mut cache = shared.rendered.write().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= RENDERED_MAX {
                 cache.clear();
             }
@@ -136,13 +144,15 @@ where
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        if request.method() != Method::POST {
+        if request.method() != Method::POST || self.layer.shared.breakers.all_closed() {
             return Either::Left(self.inner.call(request));
         }
         let uri = request.uri();
         let route = classify(request.method(), uri.path(), uri.query());
         let check = match route.number(uri.path()) {
-            Some(number) if route.kind == RouteKind::Send => self.layer.breakers.check(number),
+            Some(number) if route.kind == RouteKind::Send => {
+                self.layer.shared.breakers.check(number)
+            }
             _ => Check::Pass,
         };
         if check == Check::Pass {
@@ -178,7 +188,10 @@ where
         Err(_) => {
             // The client's body failed or passed the size limit; nothing
             // was forwarded.
-            layer.metrics.request(RouteKind::Send, Outcome::TooLarge);
+            layer
+                .shared
+                .metrics
+                .request(RouteKind::Send, Outcome::TooLarge);
             return GatewayError::PayloadTooLarge(READ_BOUND as u64).into_response();
         }
     };
@@ -187,7 +200,9 @@ where
         (Check::Refuse(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => None,
         (Check::Refuse(breaker), _) => Some(breaker.clone()),
         (Check::AskRecipient, Buffered::Whole(bytes)) => {
-            match send_recipient(bytes).map(|to| layer.breakers.check_pair(&number, to, now())) {
+            match send_recipient(bytes)
+                .map(|to| layer.shared.breakers.check_pair(&number, to, now()))
+            {
                 Some(Check::Refuse(breaker)) => Some(breaker),
                 _ => None,
             }

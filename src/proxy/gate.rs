@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 
 use super::body::{Buffered, ProxyBody, RequestBody};
 use super::respond::{GatewayError, refusal_body, refusal_response};
-use super::routes::{RouteKind, classify, is_mark_as_read, send_recipient};
+use super::routes::{Route, RouteKind, classify, is_mark_as_read, send_recipient};
 use crate::breaker::{Breaker, BreakerKey};
 use crate::engine::{Breakers, Check, now};
 use crate::metrics::{BreakerMetrics, Metrics, Outcome};
@@ -163,26 +163,24 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Either::Right(Box::pin(async move {
-            Ok(decide(inner, layer, request, check).await)
+            Ok(decide(inner, layer, request, route, check).await)
         }))
     }
 }
 
-/// Reads the body (bounded) and refuses or forwards.
+/// Reads the body (bounded) and refuses or forwards. `route` is the
+/// request's classification (a send for a number).
 async fn decide<S>(
     mut inner: S,
     layer: GateLayer,
     request: Request<RequestBody>,
+    route: Route,
     check: Check,
 ) -> Response<ProxyBody>
 where
     S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>,
 {
     let (parts, body) = request.into_parts();
-    let number = classify(&parts.method, parts.uri.path(), None)
-        .number(parts.uri.path())
-        .unwrap_or_default()
-        .to_owned();
     let buffered = match body.read_bounded(READ_BOUND).await {
         Ok(buffered) => buffered,
         Err(_) => {
@@ -200,8 +198,9 @@ where
         (Check::Refuse(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => None,
         (Check::Refuse(breaker), _) => Some(breaker.clone()),
         (Check::AskRecipient, Buffered::Whole(bytes)) => {
+            let number = route.number(parts.uri.path()).unwrap_or_default();
             match send_recipient(bytes)
-                .map(|to| layer.shared.breakers.check_pair(&number, to, now()))
+                .map(|to| layer.shared.breakers.check_pair(number, to, now()))
             {
                 Some(Check::Refuse(breaker)) => Some(breaker),
                 _ => None,

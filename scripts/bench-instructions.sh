@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# User-space instructions per send, counted by callgrind in one run: wagate
+# against nginx, wagate with and without its gate, and a refused send
+# against a forwarded one.
+#
+#   scripts/bench-instructions.sh
+#
+# The load benchmarks (bench-proxy.sh, bench-gate.sh) time the whole machine
+# and move by 25-30% from run to run; this one counts instructions, which
+# are the same for the same binary and inputs whatever else the machine is
+# doing, so a change of 1% in the proxy's own work shows. It does not see
+# the kernel (system calls, TCP over loopback, context switches), which is
+# about half of a proxied request's CPU time here: read it next to
+# bench-proxy.sh, not instead of it.
+#
+# Each proxy runs under `valgrind --tool=callgrind` in front of the
+# simulator (not instrumented) and gets two runs of hey (64 connections,
+# POST /v21.0/{id}/messages, the 314-byte body of bench-proxy.sh): 960 and
+# 5,952 requests. The difference between the two totals divided by the
+# difference in requests is the cost of one request, with start-up (such as
+# loading 10,000 breakers), the first connections and shutdown cancelled
+# out. wagate runs with one worker thread (as in bench-proxy.sh), nginx with
+# one worker and no master process.
+#
+# The cases:
+#   nginx         forwarded sends through nginx, a plain keep-alive proxy
+#   wagate        forwarded sends through wagate with its defaults (gate on,
+#                 embedded store, no breaker open: the gate is one atomic
+#                 load)
+#   no-gate       forwarded sends, server.gate = false, on a Redis store
+#                 holding 10,000 numbers
+#   gate          forwarded sends for a closed number, gate on, the same
+#                 Redis store: every send is classified and looked up in a
+#                 snapshot of 10,001 breakers
+#   refused       sends for a held number through the same gateway, all
+#                 answered 503 by the gate
+# The held numbers are put in Redis through the admin API of a gateway run
+# natively before the measured ones start (bench-gate.sh does the same
+# through throughput). Targets: gate/no-gate at most 1.05 (the gate costs
+# at most 5%), forwarded/refused at least 3. Kernel time is not counted:
+# a refusal makes two system calls, a forwarded send four and a trip over
+# loopback to the upstream, so the full cost ratio is higher than this one.
+#
+# All traffic goes to 127.0.0.1; everything started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in valgrind callgrind_annotate hey nginx redis-server curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "installing valgrind, hey, nginx-light, redis-server and curl from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind hey nginx-light redis-server curl >/dev/null
+    break
+  fi
+done
+
+bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
+  python3 -c '
+import json, sys
+exe = [m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("reason") == "compiler-artifact" and m.get("executable")
+       and m["target"]["name"] == "wagate"]
+print(exe[-1] if exe else "")')
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "cargo did not report a wagate executable" >&2
+  exit 1
+fi
+dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+echo "wagate: $bin (tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # port pid
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "process $2 exited before port $1 opened" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+sim_port=$(free_port)
+"$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
+pids+=($!)
+wait_port "$sim_port" $!
+
+python3 -c '
+import json
+msg = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550009999",
+       "type": "text", "text": {"preview_url": False, "body": ""}}
+base = len(json.dumps(msg, separators=(",", ":")))
+msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
+print(json.dumps(msg, separators=(",", ":")), end="")
+' >"$work/body.json"
+closed=200000000000001
+held_open=100000000000001
+first_held=300000000000000
+held=10000
+token=bench-admin-token
+
+# instructions <name> <stop signal> <port> <number> <status> <requests>
+# <command...>: runs the command under callgrind, sends the requests for the
+# phone number, checks that every answer has the status, stops the command
+# with the signal and prints the program's total.
+instructions() {
+  local name=$1 signal=$2 port=$3 number=$4 status=$5 requests=$6
+  shift 6
+  local out="$work/$name.$requests.callgrind"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" 2>"$work/$name.valgrind.log" &
+  local pid=$!
+  wait_port "$port" "$pid"
+  local answers
+  answers=$(timeout 300 hey -n "$requests" -c 64 -t 20 -m POST -T application/json \
+    -H "Authorization: Bearer bench-token" -D "$work/body.json" \
+    "http://127.0.0.1:$port/v21.0/$number/messages" |
+    awk -v want="[$status]" '$1 == want {print $2}')
+  # hey sends requests rounded down to a multiple of its 64 workers.
+  if [ "${answers:-0}" -ne $((requests / 64 * 64)) ]; then
+    echo "$name: $((requests / 64 * 64)) requests sent, ${answers:-0} answered $status" >&2
+    exit 1
+  fi
+  kill -"$signal" "$pid"
+  wait "$pid" || true
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+}
+
+per_request() { # name signal port number status command... -> instructions per request
+  local name=$1 signal=$2 port=$3 number=$4 status=$5
+  shift 5
+  local small large
+  small=$(instructions "$name" "$signal" "$port" "$number" "$status" 1000 "$@")
+  large=$(instructions "$name" "$signal" "$port" "$number" "$status" 6000 "$@")
+  echo $(((large - small) / (5952 - 960)))
+}
+
+wagate_port=$(free_port)
+wagate_ir=$(
+  export WAGATE_LISTEN__PROXY="127.0.0.1:$wagate_port" \
+    WAGATE_LISTEN__ADMIN="127.0.0.1:$(free_port)" \
+    WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
+    WAGATE_SERVER__WORKER_THREADS=1 \
+    WAGATE_LOG__LEVEL=warn \
+    WAGATE_STORE__PATH="$work/breakers.json"
+  per_request wagate TERM "$wagate_port" "$closed" 200 "$bin" serve --config /dev/null
+)
+
+redis_port=$(free_port)
+redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+  --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$redis_port" $!
+
+gateway_env() { # gate(true|false) proxy_port admin_port: exports a gateway's settings, Redis store
+  export WAGATE_LISTEN__PROXY="127.0.0.1:$2" \
+    WAGATE_LISTEN__ADMIN="127.0.0.1:$3" \
+    WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
+    WAGATE_SERVER__WORKER_THREADS=1 \
+    WAGATE_SERVER__GATE="$1" \
+    WAGATE_LOG__LEVEL=warn \
+    WAGATE_ADMIN__TOKEN="$token" \
+    WAGATE_STORE__REDIS_URL="redis://127.0.0.1:$redis_port"
+}
+
+# Hold 10,000 numbers and the refused one through a gateway run natively.
+setup_proxy=$(free_port)
+setup_admin=$(free_port)
+(
+  gateway_env true "$setup_proxy" "$setup_admin"
+  exec "$bin" serve --config /dev/null 2>"$work/setup.log"
+) &
+setup_pid=$!
+pids+=($setup_pid)
+wait_port "$setup_admin" "$setup_pid"
+python3 - "$setup_admin" "$token" "$first_held" "$held" "$held_open" <<'PY'
+import http.client, json, sys
+port, token, first, count, held_open = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+body = json.dumps({"reason": "bench-instructions: held so the gate looks up a real snapshot"})
+headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+for n in [held_open] + list(range(first, first + count)):
+    conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
+    response = conn.getresponse()
+    answer = response.read()
+    if response.status != 200:
+        sys.exit(f"trip {n}: HTTP {response.status} {answer[:300]!r}")
+PY
+kill "$setup_pid"
+wait "$setup_pid" || true
+
+# gated <gate> <number> <status> -> instructions per request
+gated() {
+  (
+    proxy=$(free_port)
+    gateway_env "$1" "$proxy" "$(free_port)"
+    per_request "gate-$1-$2" TERM "$proxy" "$2" "$3" "$bin" serve --config /dev/null
+  )
+}
+nogate_ir=$(gated false "$closed" 200)
+gate_ir=$(gated true "$closed" 200)
+refused_ir=$(gated true "$held_open" 503)
+
+nginx_port=$(free_port)
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream sim { server 127.0.0.1:$sim_port; keepalive 128; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    client_max_body_size 100m;
+    location / {
+      proxy_pass http://sim;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+CONF
+# nginx finishes gracefully on QUIT.
+nginx_ir=$(per_request nginx QUIT "$nginx_port" "$closed" 200 nginx -c "$work/nginx.conf" -p "$work")
+
+echo "user-space instructions per send (callgrind, 4,992 sends each):"
+printf '  %-34s %8d\n' "wagate, forwarded (defaults)" "$wagate_ir" "nginx, forwarded" "$nginx_ir" \
+  "wagate no-gate, forwarded" "$nogate_ir" "wagate gate, 10,001 held, forwarded" "$gate_ir" \
+  "wagate gate, refused" "$refused_ir"
+python3 - "$wagate_ir" "$nginx_ir" "$nogate_ir" "$gate_ir" "$refused_ir" <<'PY'
+import sys
+wagate, nginx, nogate, gate, refused = map(int, sys.argv[1:])
+def show(label, value, target=None):
+    verdict = ""
+    if target:
+        verdict = f"  (target {target}: {'met' if eval(f'{value} {target}') else 'NOT met'})"
+    print(f"  {label:<34} {value:8.3f}{verdict}")
+show("wagate / nginx", wagate / nginx)
+show("gate / no-gate", gate / nogate, "<= 1.05")
+show("forwarded / refused (gate)", gate / refused, ">= 3.0")
+PY

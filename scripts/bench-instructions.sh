@@ -7,8 +7,9 @@
 #
 # The load benchmarks (bench-proxy.sh, bench-gate.sh) time the whole machine
 # and move by 25-30% from run to run; this one counts instructions, which
-# are the same for the same binary and inputs whatever else the machine is
-# doing, so a change of 1% in the proxy's own work shows. It does not see
+# repeat within about 2% for the same binary and inputs whatever else the
+# machine is doing (how many requests each wake-up finds ready still
+# varies), so a change of a few percent in the proxy's own work shows. It does not see
 # the kernel (system calls, TCP over loopback, context switches), which is
 # about half of a proxied request's CPU time here: read it next to
 # bench-proxy.sh, not instead of it.

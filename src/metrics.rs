@@ -282,16 +282,6 @@ impl BreakerMetrics {
             .dec();
     }
 
-    /// Clears the state gauges before a full resync re-adds every breaker.
-    pub fn breakers_cleared(&self) {
-        self.state.reset();
-        for s in [State::Open, State::Held, State::Ramping] {
-            for kind in ["number", "pair"] {
-                self.by_state.with_label_values(&[s.as_str(), kind]).set(0);
-            }
-        }
-    }
-
     /// The counter of sends refused for `number`, resolved once per
     /// breaker by the gate rather than on every refusal.
     pub fn refused(&self, number: &str) -> IntCounter {

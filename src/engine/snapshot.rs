@@ -125,8 +125,9 @@ impl Snapshot {
         self.len.store(guard.records.len(), Ordering::Release);
     }
 
-    /// Replaces everything with `records` (a full resync), keeping `keep`:
-    /// local records not yet written to the store.
+    /// Makes the snapshot hold exactly `records` (a full resync) plus `keep`
+    /// (local records not yet written to the store), the newer version
+    /// winning; entries that did not change are left as they are.
     pub(crate) fn replace(&self, records: Vec<Breaker>, keep: Vec<Breaker>) {
         let mut latest: HashMap<String, Breaker> = HashMap::new();
         for record in records.into_iter().chain(keep) {
@@ -138,11 +139,22 @@ impl Snapshot {
             }
         }
         let mut guard = self.write();
-        guard.records.clear();
-        guard.pairs.clear();
-        guard.metrics.breakers_cleared();
+        // Only what changed is touched: a resync of thousands of unchanged
+        // breakers would otherwise rebuild every entry and gauge series
+        // while holding the lock and the worker thread.
+        let gone: Vec<String> = guard
+            .records
+            .keys()
+            .filter(|id| !latest.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            guard.remove(&id);
+        }
         for (id, record) in latest {
-            guard.insert(id, record);
+            if guard.records.get(&id).is_none_or(|old| **old != record) {
+                guard.insert(id, record);
+            }
         }
         self.len.store(guard.records.len(), Ordering::Release);
     }
@@ -263,5 +275,23 @@ mod tests {
         snapshot.replace(vec![tripped("2", 368), tripped("3", 131031)], vec![]);
         assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(2.0));
         assert!(!snapshot.has_pairs("2"));
+
+        // A resync keeps what is unchanged, takes what changed and drops
+        // what the store no longer has, and the gauges follow.
+        let mut changed = tripped("3", 131031);
+        changed.version += 1;
+        snapshot.replace(vec![tripped("4", 131031), changed.clone()], vec![]);
+        assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(2.0));
+        let two = [("phone_number_id", "2"), ("state", "open")];
+        assert_eq!(gauge(&registry, "wagate_breaker_state", &two), None);
+        for number in ["3", "4"] {
+            let labels = [("phone_number_id", number), ("state", "open")];
+            assert_eq!(gauge(&registry, "wagate_breaker_state", &labels), Some(1.0));
+        }
+        assert!(snapshot.get("2").is_none());
+        assert_eq!(snapshot.get("3"), Some(changed));
+        snapshot.replace(vec![], vec![]);
+        assert!(snapshot.is_empty());
+        assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(0.0));
     }
 }

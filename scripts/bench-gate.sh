@@ -53,6 +53,8 @@
 # All traffic goes to 127.0.0.1; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 rounds=${1:-5}
 duration=${BENCH_DURATION:-8s}
@@ -73,22 +75,9 @@ for tool in wrk taskset redis-server curl /usr/bin/time; do
   fi
 done
 
-# The executable cargo reports for this build, not a guessed path.
-bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
-  python3 -c '
-import json, sys
-exe = [m["executable"] for m in map(json.loads, sys.stdin)
-       if m.get("reason") == "compiler-artifact" and m.get("executable")
-       and m["target"]["name"] == "wagate"]
-print(exe[-1] if exe else "")')
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-  echo "cargo did not report a wagate executable" >&2
-  exit 1
-fi
-bin=$(readlink -f "$bin")
-dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+bin=$(wagate_release_bin)
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
+echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), $(tree_version))"
 
 # The embedded stores' files go to tmpfs when there is one: every admin
 # change rewrites the whole file with fsync, which only the setup does.
@@ -103,17 +92,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
 pin() { # cpus pid...: every thread of each process
   local cpus=$1 pid
   shift
@@ -217,14 +195,7 @@ echo "held $held on gate-emb in $(cat "$work/hold-emb.out"), on gate-redis in $(
 
 # The open number: locked in the simulator, tripped on gate-emb by one send
 # that the simulator answers with Meta's 131031.
-body=$(python3 -c '
-import json
-msg = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550009999",
-       "type": "text", "text": {"preview_url": False, "body": ""}}
-base = len(json.dumps(msg, separators=(",", ":")))
-msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
-print(json.dumps(msg, separators=(",", ":")), end="")
-')
+body=$(send_body)
 [ ${#body} -eq 314 ] || { echo "body is ${#body} bytes, not 314" >&2; exit 1; }
 curl -sS --max-time 10 -o /dev/null -X POST "http://127.0.0.1:$sim_port/_sim/numbers/$open/lock"
 send() { # port number -> HTTP status

@@ -45,6 +45,8 @@
 # All traffic goes to 127.0.0.1; everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 for tool in valgrind callgrind_annotate hey nginx redis-server curl; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -54,19 +56,8 @@ for tool in valgrind callgrind_annotate hey nginx redis-server curl; do
   fi
 done
 
-bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
-  python3 -c '
-import json, sys
-exe = [m["executable"] for m in map(json.loads, sys.stdin)
-       if m.get("reason") == "compiler-artifact" and m.get("executable")
-       and m["target"]["name"] == "wagate"]
-print(exe[-1] if exe else "")')
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-  echo "cargo did not report a wagate executable" >&2
-  exit 1
-fi
-dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
-echo "wagate: $bin (tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
+bin=$(wagate_release_bin)
+echo "wagate: $bin ($(tree_version))"
 
 work=$(mktemp -d)
 pids=()
@@ -78,32 +69,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # port pid
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || { echo "process $2 exited before port $1 opened" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
 
 sim_port=$(free_port)
 "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
 pids+=($!)
 wait_port "$sim_port" $!
 
-python3 -c '
-import json
-msg = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550009999",
-       "type": "text", "text": {"preview_url": False, "body": ""}}
-base = len(json.dumps(msg, separators=(",", ":")))
-msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
-print(json.dumps(msg, separators=(",", ":")), end="")
-' >"$work/body.json"
+send_body >"$work/body.json"
 closed=200000000000001
 held_open=100000000000001
 first_held=300000000000000
@@ -145,14 +117,20 @@ per_request() { # name signal port number status command... -> instructions per 
   echo $(((large - small) / (5952 - 960)))
 }
 
-wagate_port=$(free_port)
-wagate_ir=$(
-  export WAGATE_LISTEN__PROXY="127.0.0.1:$wagate_port" \
-    WAGATE_LISTEN__ADMIN="127.0.0.1:$(free_port)" \
+gateway_env() { # gate(true|false) proxy_port admin_port store: exports a gateway's settings
+  export WAGATE_LISTEN__PROXY="127.0.0.1:$2" \
+    WAGATE_LISTEN__ADMIN="127.0.0.1:$3" \
     WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
     WAGATE_SERVER__WORKER_THREADS=1 \
+    WAGATE_SERVER__GATE="$1" \
     WAGATE_LOG__LEVEL=warn \
-    WAGATE_STORE__PATH="$work/breakers.json"
+    WAGATE_ADMIN__TOKEN="$token" \
+    "$4"
+}
+
+wagate_port=$(free_port)
+wagate_ir=$(
+  gateway_env true "$wagate_port" "$(free_port)" WAGATE_STORE__PATH="$work/breakers.json"
   per_request wagate TERM "$wagate_port" "$closed" 200 "$bin" serve --config /dev/null
 )
 
@@ -161,23 +139,13 @@ redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
   --daemonize no --loglevel warning >"$work/redis.log" 2>&1 &
 pids+=($!)
 wait_port "$redis_port" $!
-
-gateway_env() { # gate(true|false) proxy_port admin_port: exports a gateway's settings, Redis store
-  export WAGATE_LISTEN__PROXY="127.0.0.1:$2" \
-    WAGATE_LISTEN__ADMIN="127.0.0.1:$3" \
-    WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
-    WAGATE_SERVER__WORKER_THREADS=1 \
-    WAGATE_SERVER__GATE="$1" \
-    WAGATE_LOG__LEVEL=warn \
-    WAGATE_ADMIN__TOKEN="$token" \
-    WAGATE_STORE__REDIS_URL="redis://127.0.0.1:$redis_port"
-}
+redis_store=WAGATE_STORE__REDIS_URL="redis://127.0.0.1:$redis_port"
 
 # Hold 10,000 numbers and the refused one through a gateway run natively.
 setup_proxy=$(free_port)
 setup_admin=$(free_port)
 (
-  gateway_env true "$setup_proxy" "$setup_admin"
+  gateway_env true "$setup_proxy" "$setup_admin" "$redis_store"
   exec "$bin" serve --config /dev/null 2>"$work/setup.log"
 ) &
 setup_pid=$!
@@ -203,7 +171,7 @@ wait "$setup_pid" || true
 gated() {
   (
     proxy=$(free_port)
-    gateway_env "$1" "$proxy" "$(free_port)"
+    gateway_env "$1" "$proxy" "$(free_port)" "$redis_store"
     per_request "gate-$1-$2" TERM "$proxy" "$2" "$3" "$bin" serve --config /dev/null
   )
 }
@@ -212,29 +180,7 @@ gate_ir=$(gated true "$closed" 200)
 refused_ir=$(gated true "$held_open" 503)
 
 nginx_port=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream sim { server 127.0.0.1:$sim_port; keepalive 128; }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    client_max_body_size 100m;
-    location / {
-      proxy_pass http://sim;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-  }
-}
-CONF
+nginx_conf "$work" "$nginx_port" "$sim_port" "master_process off;"
 # nginx finishes gracefully on QUIT.
 nginx_ir=$(per_request nginx QUIT "$nginx_port" "$closed" 200 nginx -c "$work/nginx.conf" -p "$work")
 

@@ -33,6 +33,8 @@
 # as lost throughput. Everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 rounds=${1:-5}
 duration=${BENCH_DURATION:-8s}
@@ -54,22 +56,9 @@ for tool in wrk hey nginx taskset; do
   fi
 done
 
-# The executable cargo reports for this build, not a guessed path.
-bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
-  python3 -c '
-import json, sys
-exe = [m["executable"] for m in map(json.loads, sys.stdin)
-       if m.get("reason") == "compiler-artifact" and m.get("executable")
-       and m["target"]["name"] == "wagate"]
-print(exe[-1] if exe else "")')
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-  echo "cargo did not report a wagate executable" >&2
-  exit 1
-fi
-bin=$(readlink -f "$bin")
-dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+bin=$(wagate_release_bin)
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes"))"
+echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), $(tree_version))"
 
 work=$(mktemp -d)
 pids=()
@@ -81,17 +70,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
 
 sim_port=$(free_port)
 taskset -c 1 "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
@@ -99,28 +77,7 @@ pids+=($!)
 wait_port "$sim_port"
 
 nginx_port=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream sim { server 127.0.0.1:$sim_port; keepalive 128; }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    client_max_body_size 100m;
-    location / {
-      proxy_pass http://sim;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-  }
-}
-CONF
+nginx_conf "$work" "$nginx_port" "$sim_port"
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 wait_port "$nginx_port"
@@ -142,14 +99,7 @@ if [ "$(readlink -f "/proc/$wagate_pid/exe")" != "$bin" ]; then
 fi
 
 # A text send of exactly 314 bytes, the size used in DESIGN.md's budget.
-body=$(python3 -c '
-import json
-msg = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550009999",
-       "type": "text", "text": {"preview_url": False, "body": ""}}
-base = len(json.dumps(msg, separators=(",", ":")))
-msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
-print(json.dumps(msg, separators=(",", ":")), end="")
-')
+body=$(send_body)
 [ ${#body} -eq 314 ] || { echo "body is ${#body} bytes, not 314" >&2; exit 1; }
 printf '%s' "$body" >"$work/body.json"
 cat >"$work/post.lua" <<LUA

@@ -1,0 +1,88 @@
+# Helpers shared by the scripts/bench-*.sh benchmarks; sourced, not run.
+# Everything here talks to 127.0.0.1 only.
+
+# Builds the release binary and prints the path of the executable cargo
+# reports for it (so CARGO_TARGET_DIR is honoured), not a guessed path.
+wagate_release_bin() {
+  local bin
+  bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
+    python3 -c '
+import json, sys
+exe = [m["executable"] for m in map(json.loads, sys.stdin)
+       if m.get("reason") == "compiler-artifact" and m.get("executable")
+       and m["target"]["name"] == "wagate"]
+print(exe[-1] if exe else "")')
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    echo "cargo did not report a wagate executable" >&2
+    return 1
+  fi
+  readlink -f "$bin"
+}
+
+# Which tree a binary was built from: the commit, and how many files of
+# src, Cargo.toml and Cargo.lock differ from it.
+tree_version() {
+  local dirty
+  dirty=$(git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock | wc -l)
+  echo "tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes")"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port <port> [pid]: waits up to 30 s for a listener on the port; with
+# a pid, fails as soon as that process has exited.
+wait_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+      echo "process $2 exited before port $1 opened" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+# A text send of exactly 314 bytes, the size used in DESIGN.md's budget.
+send_body() {
+  python3 -c '
+import json
+msg = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "15550009999",
+       "type": "text", "text": {"preview_url": False, "body": ""}}
+base = len(json.dumps(msg, separators=(",", ":")))
+msg["text"]["body"] = ("Your order has shipped and arrives tomorrow. " * 10)[: 314 - base]
+print(json.dumps(msg, separators=(",", ":")), end="")
+'
+}
+
+# nginx_conf <dir> <listen_port> <upstream_port> [top-level line]: writes
+# <dir>/nginx.conf, nginx as a plain keep-alive reverse proxy with one
+# worker, streaming both ways.
+nginx_conf() {
+  cat >"$1/nginx.conf" <<CONF
+worker_processes 1;
+${4:-}
+daemon off;
+pid $1/nginx.pid;
+error_log $1/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream sim { server 127.0.0.1:$3; keepalive 128; }
+  server {
+    listen 127.0.0.1:$2;
+    client_max_body_size 100m;
+    location / {
+      proxy_pass http://sim;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+CONF
+}

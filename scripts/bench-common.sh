@@ -27,6 +27,15 @@ tree_version() {
   echo "tree $(git rev-parse --short HEAD)$([ "$dirty" -eq 0 ] || echo " + $dirty uncommitted changes")"
 }
 
+# scratch: a scratch directory in $work and a list $pids of processes to
+# stop; on exit, however it comes, they are stopped and the directory goes.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -59,16 +59,7 @@ done
 bin=$(wagate_release_bin)
 echo "wagate: $bin ($(tree_version))"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
-
+scratch
 
 sim_port=$(free_port)
 "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &

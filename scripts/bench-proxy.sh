@@ -60,16 +60,7 @@ bin=$(wagate_release_bin)
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), $(tree_version))"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'echo "$(basename "$0"): stopped by a signal" >&2; exit 143' TERM INT HUP
-
+scratch
 
 sim_port=$(free_port)
 taskset -c 1 "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &

@@ -129,35 +129,37 @@ impl tower::Service<Request<RequestBody>> for Proxy {
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        let shared = self.shared.clone();
         // Only HTTP/1.x clients send one request at a time per connection;
         // HTTP/2 streams run concurrently and use the shared pool.
         let dedicated = match request.version() {
             http::Version::HTTP_10 | http::Version::HTTP_11 => self.dedicated.clone(),
             _ => None,
         };
-        Box::pin(async move { Ok(shared.forward(request, dedicated.as_deref()).await) })
+        // The forward future is boxed as it is, not wrapped in another
+        // async block: each wrapper is one more copy of the whole state.
+        Box::pin(self.shared.clone().forward(request, dedicated))
     }
 }
 
 impl Shared {
     async fn forward(
-        &self,
+        self: Arc<Self>,
         mut request: Request<RequestBody>,
-        dedicated: Option<&Dedicated>,
-    ) -> Response<ProxyBody> {
+        dedicated: Option<Arc<Dedicated>>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let dedicated = dedicated.as_deref();
         let uri = request.uri();
         let route = classify(request.method(), uri.path(), uri.query());
         let Some(slot) = self.in_flight.try_acquire() else {
-            return self.refuse(route.kind, GatewayError::Overloaded);
+            return Ok(self.refuse(route.kind, GatewayError::Overloaded));
         };
         // Never a tunnel: CONNECT would let a client reach any host.
         if request.method() == Method::CONNECT {
-            return self.refuse(route.kind, GatewayError::MethodNotAllowed);
+            return Ok(self.refuse(route.kind, GatewayError::MethodNotAllowed));
         }
         let max = self.settings.max_body_bytes;
         if content_length(&request).is_some_and(|len| len > max) {
-            return self.refuse(route.kind, GatewayError::PayloadTooLarge(max));
+            return Ok(self.refuse(route.kind, GatewayError::PayloadTooLarge(max)));
         }
         // The path is kept (a cheap reference-counted clone) only for sends,
         // whose error responses are attributed to a phone number.
@@ -195,15 +197,15 @@ impl Shared {
                     warn!(route = route.kind.as_str(), error = %error_chain(error.as_ref()), "upstream request failed");
                     GatewayError::BadGateway
                 };
-                return self.refuse(route.kind, gateway_error);
+                return Ok(self.refuse(route.kind, gateway_error));
             }
             Err(_) => {
                 let _enter = span.enter();
                 warn!(route = route.kind.as_str(), timeout = ?self.settings.timeout, "upstream timed out");
-                return self.refuse(
+                return Ok(self.refuse(
                     route.kind,
                     GatewayError::GatewayTimeout(self.settings.timeout),
-                );
+                ));
             }
         };
         self.metrics
@@ -237,7 +239,7 @@ impl Shared {
             }
             _ => ProxyBody::upstream(body),
         };
-        Response::from_parts(parts, body.with_guard(slot))
+        Ok(Response::from_parts(parts, body.with_guard(slot)))
     }
 
     /// Sends over this client connection's own upstream connection when it
@@ -252,7 +254,9 @@ impl Shared {
         };
         let mut sender = match checkout.sender.take() {
             Some(sender) => sender,
-            None => connect(&self.h1, &self.target).await?,
+            // Boxed: opening a connection is rare, and its large state
+            // would otherwise be part of every request's future.
+            None => Box::pin(connect(&self.h1, &self.target)).await?,
         };
         sender.ready().await?;
         let response = sender.send_request(request);

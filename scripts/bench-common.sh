@@ -1,22 +1,29 @@
 # Helpers shared by the scripts/bench-*.sh benchmarks; sourced, not run.
 # Everything here talks to 127.0.0.1 only.
 
-# Builds the release binary and prints the path of the executable cargo
-# reports for it (so CARGO_TARGET_DIR is honoured), not a guessed path.
-wagate_release_bin() {
-  local bin
-  bin=$(cargo build --release --locked --bin wagate --message-format=json-render-diagnostics |
+# release_executable <name> <cargo build arguments...>: builds in release
+# and prints the path of the executable named <name> that cargo reports (so
+# CARGO_TARGET_DIR is honoured), not a guessed path.
+release_executable() {
+  local name=$1 bin
+  shift
+  bin=$(cargo build --release --locked "$@" --message-format=json-render-diagnostics |
     python3 -c '
 import json, sys
 exe = [m["executable"] for m in map(json.loads, sys.stdin)
        if m.get("reason") == "compiler-artifact" and m.get("executable")
-       and m["target"]["name"] == "wagate"]
-print(exe[-1] if exe else "")')
+       and m["target"]["name"] == sys.argv[1]]
+print(exe[-1] if exe else "")' "$name")
   if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "cargo did not report a wagate executable" >&2
+    echo "cargo did not report a $name executable" >&2
     return 1
   fi
   readlink -f "$bin"
+}
+
+# The wagate release binary.
+wagate_release_bin() {
+  release_executable wagate --bin wagate
 }
 
 # Which tree a binary was built from: the commit, and how many files of

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # User-space instructions per send, counted by callgrind in one run: wagate
-# against nginx, wagate with and without its gate, and a refused send
-# against a forwarded one.
+# against nginx and against a bare hyper proxy (the floor of its stack),
+# wagate with and without its gate, and a refused send against a forwarded
+# one.
 #
 #   scripts/bench-instructions.sh
 #
@@ -25,6 +26,9 @@
 #
 # The cases:
 #   nginx         forwarded sends through nginx, a plain keep-alive proxy
+#   bare hyper    forwarded sends through examples/bare_proxy.rs, hyper and
+#                 tokio with nothing of wagate: the floor of wagate's stack,
+#                 so wagate/bare is the cost of wagate's own work
 #   wagate        forwarded sends through wagate with its defaults (gate on,
 #                 embedded store, no breaker open: the gate is one atomic
 #                 load)
@@ -57,6 +61,7 @@ for tool in valgrind callgrind_annotate hey nginx redis-server curl; do
 done
 
 bin=$(wagate_release_bin)
+bare=$(release_executable bare_proxy --example bare_proxy)
 echo "wagate: $bin ($(tree_version))"
 
 scratch
@@ -175,19 +180,25 @@ nginx_conf "$work" "$nginx_port" "$sim_port" "master_process off;"
 # nginx finishes gracefully on QUIT.
 nginx_ir=$(per_request nginx QUIT "$nginx_port" "$closed" 200 nginx -c "$work/nginx.conf" -p "$work")
 
+bare_port=$(free_port)
+bare_ir=$(per_request bare INT "$bare_port" "$closed" 200 "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$sim_port")
+
 echo "user-space instructions per send (callgrind, 4,992 sends each):"
 printf '  %-34s %8d\n' "wagate, forwarded (defaults)" "$wagate_ir" "nginx, forwarded" "$nginx_ir" \
+  "bare hyper proxy, forwarded" "$bare_ir" \
   "wagate no-gate, forwarded" "$nogate_ir" "wagate gate, 10,001 held, forwarded" "$gate_ir" \
   "wagate gate, refused" "$refused_ir"
-python3 - "$wagate_ir" "$nginx_ir" "$nogate_ir" "$gate_ir" "$refused_ir" <<'PY'
+python3 - "$wagate_ir" "$nginx_ir" "$bare_ir" "$nogate_ir" "$gate_ir" "$refused_ir" <<'PY'
 import sys
-wagate, nginx, nogate, gate, refused = map(int, sys.argv[1:])
+wagate, nginx, bare, nogate, gate, refused = map(int, sys.argv[1:])
 def show(label, value, target=None):
     verdict = ""
     if target:
         verdict = f"  (target {target}: {'met' if eval(f'{value} {target}') else 'NOT met'})"
     print(f"  {label:<34} {value:8.3f}{verdict}")
 show("wagate / nginx", wagate / nginx)
+show("bare hyper / nginx", bare / nginx)
+show("wagate / bare hyper", wagate / bare)
 show("gate / no-gate", gate / nogate, "<= 1.05")
 show("forwarded / refused (gate)", gate / refused, ">= 3.0")
 PY

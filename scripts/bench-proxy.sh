@@ -9,8 +9,13 @@
 # fixed 2,000 req/s (hey). Prints each round, then the medians of the
 # per-round ratios wagate/nginx and wagate/direct (single runs vary by
 # 25-30% on these machines; only ratios measured side by side mean much).
-# The three targets are measured in a different order each round so that a
+# The targets are measured in a different order each round so that a
 # drift in the machine's load does not always fall on the same one.
+#
+# A fourth column, bare, is the throughput of examples/bare_proxy.rs: hyper
+# and tokio forwarding with nothing of wagate, the floor of wagate's stack.
+# bare/nginx says whether the stack itself can match nginx; wagate/bare is
+# what wagate's own work costs.
 #
 # The fixed rate: hey's -q is per worker and every worker's ticker starts at
 # the same moment, so 64 workers at 2000/64 req/s each send bursts of 64
@@ -19,8 +24,8 @@
 # latency of evenly spaced arrivals; BENCH_LAT_CONNECTIONS changes the burst
 # size. hey reports times in whole 0.1 ms steps.
 #
-# A round is 3 wrk runs and 3 hey runs of BENCH_DURATION each (6 x 8 s =
-# 48 s by default); the last column prints what it really took. Every tool
+# A round is 4 wrk runs and 3 hey runs of BENCH_DURATION each (7 x 8 s =
+# 56 s by default); the last column prints what it really took. Every tool
 # run is bounded by `timeout`, and hey's per-request timeout is short so a
 # stuck request cannot hold a run open long after its duration.
 #
@@ -57,6 +62,7 @@ for tool in wrk hey nginx taskset; do
 done
 
 bin=$(wagate_release_bin)
+bare=$(release_executable bare_proxy --example bare_proxy)
 echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 echo "wagate: $bin (release, built $(date -r "$bin" +%FT%T), $(tree_version))"
 
@@ -72,6 +78,12 @@ nginx_conf "$work" "$nginx_port" "$sim_port"
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 wait_port "$nginx_port"
+
+# The floor of wagate's stack: hyper and tokio with nothing of wagate.
+bare_port=$(free_port)
+taskset -c 1 "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$sim_port" 2>"$work/bare.log" &
+pids+=($!)
+wait_port "$bare_port"
 
 wagate_port=$(free_port)
 WAGATE_LISTEN__PROXY="127.0.0.1:$wagate_port" \
@@ -133,31 +145,31 @@ latency() { # port -> "p50_ms p99_ms"; hey prints "  50% in 0.0025 secs"
 }
 
 # warm-up: connections, pools and page cache
-for port in "$sim_port" "$nginx_port" "$wagate_port"; do throughput "$port" 3s >/dev/null; done
+for port in "$sim_port" "$nginx_port" "$wagate_port" "$bare_port"; do throughput "$port" 3s >/dev/null; done
 
-printf '%-6s %10s %10s %10s | %14s %14s %14s | %5s\n' round direct nginx wagate \
+printf '%-6s %10s %10s %10s %10s | %14s %14s %14s | %5s\n' round direct nginx wagate bare \
   "direct p50/p99" "nginx p50/p99" "wagate p50/p99" secs
 : >"$work/ratios"
-names=(direct nginx wagate)
-ports=("$sim_port" "$nginx_port" "$wagate_port")
+names=(direct nginx wagate bare)
+ports=("$sim_port" "$nginx_port" "$wagate_port" "$bare_port")
 rps=() p50=() p99=()
 for round in $(seq 1 "$rounds"); do
   start=$SECONDS
-  for k in 0 1 2; do
-    i=$(((k + round - 1) % 3))
+  for k in 0 1 2 3; do
+    i=$(((k + round - 1) % 4))
     rps[$i]=$(throughput "${ports[$i]}")
   done
   for k in 0 1 2; do
     i=$(((k + round - 1) % 3))
     read -r "p50[$i]" "p99[$i]" <<<"$(latency "${ports[$i]}")"
   done
-  printf '%-6s %10.0f %10.0f %10.0f | %6.2f/%-7.2f %6.2f/%-7.2f %6.2f/%-7.2f | %5d\n' \
-    "$round" "${rps[0]}" "${rps[1]}" "${rps[2]}" \
+  printf '%-6s %10.0f %10.0f %10.0f %10.0f | %6.2f/%-7.2f %6.2f/%-7.2f %6.2f/%-7.2f | %5d\n' \
+    "$round" "${rps[0]}" "${rps[1]}" "${rps[2]}" "${rps[3]}" \
     "${p50[0]}" "${p99[0]}" "${p50[1]}" "${p99[1]}" "${p50[2]}" "${p99[2]}" $((SECONDS - start))
-  echo "${rps[2]} ${rps[1]} ${rps[0]} ${p99[2]} ${p99[1]} ${p50[2]} ${p50[1]}" >>"$work/ratios"
+  echo "${rps[2]} ${rps[1]} ${rps[0]} ${p99[2]} ${p99[1]} ${p50[2]} ${p50[1]} ${rps[3]}" >>"$work/ratios"
 done
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-echo "(throughput in req/s at saturation, ${connections} connections; latency in ms at ${rate} req/s, ${lat_connections} connections; ${names[*]} measured in rotating order)"
+echo "(throughput in req/s at saturation, ${connections} connections; latency in ms at ${rate} req/s, ${lat_connections} connections; ${names[*]} measured in rotating order; bare is examples/bare_proxy.rs, throughput only)"
 
 python3 - "$work/ratios" <<'PY'
 import statistics, sys
@@ -172,6 +184,8 @@ print()
 show("median throughput wagate/nginx", ratios(lambda r: r[0] / r[1]), "(target >= 1.0)")
 show("median throughput wagate/direct", ratios(lambda r: r[0] / r[2]))
 show("median throughput nginx/direct", ratios(lambda r: r[1] / r[2]))
+show("median throughput bare hyper/nginx", ratios(lambda r: r[7] / r[1]))
+show("median throughput wagate/bare hyper", ratios(lambda r: r[0] / r[7]))
 show("median p99 at fixed rate wagate/nginx", ratios(lambda r: r[3] / r[4]), "(target <= 1.0)")
 show("median p50 at fixed rate wagate/nginx", ratios(lambda r: r[5] / r[6]))
 PY

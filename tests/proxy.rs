@@ -298,6 +298,33 @@ async fn upstream_down_is_a_502_in_metas_envelope() {
 }
 
 #[tokio::test]
+async fn a_request_after_an_upstream_timeout_is_not_held_behind_it() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.upstream.timeout = Duration::from_millis(500)
+    })
+    .await;
+    // One client, so both requests share one keep-alive connection to the
+    // gateway, and with it the gateway's upstream connection.
+    let client = http();
+    let send = || {
+        client
+            .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
+            .json(&send_body())
+            .send()
+    };
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;
+    gateway_error(send().await.unwrap(), StatusCode::GATEWAY_TIMEOUT).await;
+
+    // The upstream still owes the abandoned answer for 2.5 s. The next
+    // request must not queue behind it (and time out too): the gateway
+    // gives up the upstream connection the abandoned request was on.
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 0})).await;
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn slow_upstream_is_a_504() {
     let sim = sim().await;
     control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;

@@ -102,3 +102,38 @@ http {
 }
 CONF
 }
+
+# start_sim: starts the simulator on a free port (in $sim_port), logging to
+# $work/sim.log, and waits for it; needs scratch first.
+start_sim() {
+  sim_port=$(free_port)
+  "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
+  pids+=($!)
+  wait_port "$sim_port" $!
+}
+
+# trip_numbers <admin port> <token> <reason> <number>...: trips each number
+# through the admin API, in order, over one keep-alive connection; a
+# number written first-last is the range. Prints the seconds it took;
+# fails on the first answer that is not a 200.
+trip_numbers() {
+  python3 - "$@" <<'PY'
+import http.client, json, sys, time
+port, token, reason = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+numbers = []
+for arg in sys.argv[4:]:
+    first, _, last = arg.partition("-")
+    numbers.extend(range(int(first), int(last or first) + 1))
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+body = json.dumps({"reason": reason})
+headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+start = time.monotonic()
+for n in numbers:
+    conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
+    response = conn.getresponse()
+    answer = response.read()
+    if response.status != 200:
+        sys.exit(f"port {port}: trip {n}: HTTP {response.status} {answer[:300]!r}")
+print(f"{time.monotonic() - start:.1f}")
+PY
+}

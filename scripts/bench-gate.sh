@@ -147,27 +147,13 @@ done
 
 # Hold the other numbers through the admin API on both gated gateways at
 # once, each over one keep-alive connection.
-cat >"$work/hold.py" <<'PY'
-import http.client, json, sys, time
-port, token, first, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-body = json.dumps({"reason": "bench-gate: held so the gate looks up a real snapshot"})
-headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
-start = time.monotonic()
-for n in range(first, first + count):
-    conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
-    response = conn.getresponse()
-    answer = response.read()
-    if response.status != 200:
-        sys.exit(f"port {port}: trip {n}: HTTP {response.status} {answer[:300]!r}")
-print(f"{time.monotonic() - start:.0f}s", end="")
-PY
 echo "holding $held numbers on gate-emb and gate-redis through the admin API..."
 pin 0,1 "${gw_pids[1]}" "${gw_pids[2]}"
-timeout 1800 python3 "$work/hold.py" "${admin_ports[1]}" "$token" "$first_held" "$held" >"$work/hold-emb.out" &
+reason="bench-gate: held so the gate looks up a real snapshot"
+trip_numbers "${admin_ports[1]}" "$token" "$reason" "$first_held-$last_held" >"$work/hold-emb.out" &
 hold_emb=$!
 pids+=($hold_emb)
-timeout 1800 python3 "$work/hold.py" "${admin_ports[2]}" "$token" "$first_held" "$held" >"$work/hold-redis.out" &
+trip_numbers "${admin_ports[2]}" "$token" "$reason" "$first_held-$last_held" >"$work/hold-redis.out" &
 hold_redis=$!
 pids+=($hold_redis)
 wait "$hold_emb"
@@ -191,7 +177,7 @@ for i in 1 2; do
     exit 1
   fi
 done
-echo "held $held on gate-emb in $(cat "$work/hold-emb.out"), on gate-redis in $(cat "$work/hold-redis.out"); $last_held shows as held on both"
+echo "held $held on gate-emb in $(cat "$work/hold-emb.out") s, on gate-redis in $(cat "$work/hold-redis.out") s; $last_held shows as held on both"
 
 # The open number: locked in the simulator, tripped on gate-emb by one send
 # that the simulator answers with Meta's 131031.

@@ -65,11 +65,7 @@ bare=$(release_executable bare_proxy --example bare_proxy)
 echo "wagate: $bin ($(tree_version))"
 
 scratch
-
-sim_port=$(free_port)
-"$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
-pids+=($!)
-wait_port "$sim_port" $!
+start_sim
 
 send_body >"$work/body.json"
 closed=200000000000001
@@ -147,19 +143,8 @@ setup_admin=$(free_port)
 setup_pid=$!
 pids+=($setup_pid)
 wait_port "$setup_admin" "$setup_pid"
-python3 - "$setup_admin" "$token" "$first_held" "$held" "$held_open" <<'PY'
-import http.client, json, sys
-port, token, first, count, held_open = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-body = json.dumps({"reason": "bench-instructions: held so the gate looks up a real snapshot"})
-headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
-for n in [held_open] + list(range(first, first + count)):
-    conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
-    response = conn.getresponse()
-    answer = response.read()
-    if response.status != 200:
-        sys.exit(f"trip {n}: HTTP {response.status} {answer[:300]!r}")
-PY
+trip_numbers "$setup_admin" "$token" "bench-instructions: held so the gate looks up a real snapshot" \
+  "$held_open" "$first_held-$((first_held + held - 1))" >/dev/null
 kill "$setup_pid"
 wait "$setup_pid" || true
 

@@ -39,11 +39,7 @@ bin=$(wagate_release_bin)
 echo "wagate: $bin ($(tree_version))"
 
 scratch
-
-sim_port=$(free_port)
-"$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
-pids+=($!)
-wait_port "$sim_port" $!
+start_sim
 
 proxy_port=$(free_port)
 admin_port=$(free_port)
@@ -63,21 +59,9 @@ wait_port "$admin_port" "$gateway"
 send_body >"$work/body.json"
 
 trip() { # first count: trips numbers first..first+count-1, one after another
-  python3 - "$admin_port" "$token" "$1" "$2" <<'PY'
-import http.client, json, sys, time
-port, token, first, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-body = json.dumps({"reason": "bench-store: a transition to write"})
-headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
-started = time.monotonic()
-for n in range(first, first + count):
-    conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
-    response = conn.getresponse()
-    answer = response.read()
-    if response.status != 200:
-        sys.exit(f"trip {n}: HTTP {response.status} {answer[:300]!r}")
-print(f"{count} transitions written in {time.monotonic() - started:.1f} s", file=sys.stderr)
-PY
+  local took
+  took=$(trip_numbers "$admin_port" "$token" "bench-store: a transition to write" "$1-$(($1 + $2 - 1))")
+  echo "$2 transitions written in $took s" >&2
 }
 
 latency() { # -> "p50_ms p99_ms slowest_ms"; every answer must be a 200

@@ -275,20 +275,24 @@ pub(super) async fn resync(engine: &Inner, keep: Vec<Breaker>) {
             // The store answered: the outage is over even when nothing was
             // written since, and `/readyz` must say so.
             engine.degraded.store(false, Ordering::Release);
-            let mut breakers = Vec::with_capacity(records.len());
-            for record in &records {
-                match parse(record) {
-                    Ok(breaker) => breakers.push(breaker),
-                    Err(error) => {
-                        warn!(%error, id = %record.id, "skipping unreadable breaker record")
-                    }
+            let active = records.len();
+            // Parsing every record is O(records): on the blocking pool, so a
+            // resync of many breakers does not hold up the requests this
+            // runtime serves.
+            let parsed = tokio::task::spawn_blocking(move || parse_all(&records)).await;
+            let mut breakers = match parsed {
+                Ok(breakers) => breakers,
+                Err(error) => {
+                    engine.metrics.store_error("list_active");
+                    warn!(%error, "parsing the breaker records failed; snapshot left as it was");
+                    return;
                 }
-            }
+            };
             let lost = super::restore::restore_lost(engine, &breakers, &keep).await;
             breakers.extend(lost);
             engine.snapshot.replace(breakers, keep);
             engine.metrics.resync();
-            debug!(active = records.len(), "breaker snapshot resynced");
+            debug!(active, "breaker snapshot resynced");
         }
         Err(error) => {
             engine.metrics.store_error("list_active");
@@ -297,6 +301,18 @@ pub(super) async fn resync(engine: &Inner, keep: Vec<Breaker>) {
             }
         }
     }
+}
+
+/// The breakers in `records`, skipping (and logging) unreadable ones.
+fn parse_all(records: &[StoredRecord]) -> Vec<Breaker> {
+    let mut breakers = Vec::with_capacity(records.len());
+    for record in records {
+        match parse(record) {
+            Ok(breaker) => breakers.push(breaker),
+            Err(error) => warn!(%error, id = %record.id, "skipping unreadable breaker record"),
+        }
+    }
+    breakers
 }
 
 /// Takes a change published by the store (from any replica).

@@ -124,6 +124,51 @@ async fn a_lock_drains_the_retry_storm_at_the_gateway() {
     .await;
 }
 
+/// A client that gives up on a send while Meta is still answering must not
+/// hide Meta's verdict: the gateway reads the answer anyway, and the
+/// breaker trips before the client's retry arrives.
+#[tokio::test]
+async fn a_lock_answered_after_the_client_left_still_trips_the_breaker() {
+    use tokio::io::AsyncWriteExt;
+
+    let sim = sim().await;
+    sim.sim.lock(LOCKED);
+    sim.sim
+        .set_latency(Some(LOCKED), Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = InProcess::start(sim.addr, embedded(&dir)).await;
+
+    let body = send_to("+15550009999").to_string();
+    let request = format!(
+        "POST /v24.0/{LOCKED}/messages HTTP/1.1\r\nHost: wagate\r\n\
+         Authorization: Bearer integration-token\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    support::wait_until(Duration::from_secs(5), "the send reaches Meta", || {
+        sim.sim.counts(LOCKED).messages == 1
+    })
+    .await;
+    // The client closes its connection before Meta has answered.
+    drop(client);
+
+    let open = format!(r#"wagate_breaker_state{{phone_number_id="{LOCKED}",state="open"}}"#);
+    support::wait_until_async(
+        Duration::from_secs(5),
+        "the breaker opens on the answer nobody waited for",
+        || async { metric(gateway.admin, &open).await == 1.0 },
+    )
+    .await;
+    assert_refused(send(&gateway.url(), LOCKED).await, 131031, None).await;
+    assert_eq!(
+        sim.sim.counts(LOCKED).messages,
+        1,
+        "the retry stayed at the gateway"
+    );
+}
+
 #[tokio::test]
 async fn mark_as_read_registration_and_health_pass_an_open_breaker() {
     let sim = sim().await;

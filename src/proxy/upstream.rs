@@ -6,6 +6,7 @@
 //! decision, made on the response wagate returns. The client below is
 //! therefore used with retries off, and every failure becomes a response.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -143,26 +144,29 @@ struct Slot {
 impl Dedicated {
     /// Takes the slot: `None` when another request holds it. The checkout
     /// carries the open connection, if there is one.
-    pub(super) fn checkout(&self) -> Option<Checkout<'_>> {
+    pub(super) fn checkout(self: &Arc<Self>) -> Option<Checkout> {
         let mut slot = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if slot.in_use {
             return None;
         }
         slot.in_use = true;
         let sender = slot.sender.take().filter(|s| !s.is_closed());
-        Some(Checkout { slot: self, sender })
+        Some(Checkout {
+            slot: self.clone(),
+            sender,
+        })
     }
 }
 
 /// A held [`Dedicated`] slot; frees it (keeping an open connection) on drop,
 /// so a cancelled request never leaves the slot taken.
-pub(super) struct Checkout<'a> {
-    slot: &'a Dedicated,
+pub(super) struct Checkout {
+    slot: Arc<Dedicated>,
     /// The connection, once open.
     pub(super) sender: Option<SendRequest<RequestBody>>,
 }
 
-impl Drop for Checkout<'_> {
+impl Drop for Checkout {
     fn drop(&mut self) {
         let mut slot = self.slot.state.lock().unwrap_or_else(|e| e.into_inner());
         slot.in_use = false;

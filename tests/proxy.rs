@@ -324,6 +324,43 @@ async fn a_request_after_an_upstream_timeout_is_not_held_behind_it() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// The upstream deadline holds for every request on a keep-alive
+/// connection: a slow answer times out after fast ones, and again after a
+/// timeout (which cost the connection its upstream connection).
+#[tokio::test]
+async fn the_upstream_deadline_holds_for_every_request_on_a_connection() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.upstream.timeout = Duration::from_millis(300)
+    })
+    .await;
+    // One client: every request rides one keep-alive connection.
+    let client = http();
+    let send = || {
+        client
+            .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
+            .json(&send_body())
+            .send()
+    };
+    for round in 0..2 {
+        for _ in 0..3 {
+            control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 0})).await;
+            assert_eq!(
+                send().await.unwrap().status(),
+                StatusCode::OK,
+                "round {round}"
+            );
+        }
+        control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;
+        let started = Instant::now();
+        gateway_error(send().await.unwrap(), StatusCode::GATEWAY_TIMEOUT).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "round {round}: answered before the upstream"
+        );
+    }
+}
+
 #[tokio::test]
 async fn slow_upstream_is_a_504() {
     let sim = sim().await;

@@ -297,6 +297,17 @@ async fn upstream_down_is_a_502_in_metas_envelope() {
     );
 }
 
+/// A send through `gateway` on `client`, whose keep-alive connection it
+/// reuses.
+async fn send_on(client: &reqwest::Client, gateway: &InProcess) -> reqwest::Response {
+    client
+        .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
+        .json(&send_body())
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_request_after_an_upstream_timeout_is_not_held_behind_it() {
     let sim = sim().await;
@@ -307,20 +318,18 @@ async fn a_request_after_an_upstream_timeout_is_not_held_behind_it() {
     // One client, so both requests share one keep-alive connection to the
     // gateway, and with it the gateway's upstream connection.
     let client = http();
-    let send = || {
-        client
-            .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
-            .json(&send_body())
-            .send()
-    };
     control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;
-    gateway_error(send().await.unwrap(), StatusCode::GATEWAY_TIMEOUT).await;
+    gateway_error(
+        send_on(&client, &gateway).await,
+        StatusCode::GATEWAY_TIMEOUT,
+    )
+    .await;
 
     // The upstream still owes the abandoned answer for 2.5 s. The next
     // request must not queue behind it (and time out too): the gateway
     // gives up the upstream connection the abandoned request was on.
     control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 0})).await;
-    let response = send().await.unwrap();
+    let response = send_on(&client, &gateway).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -336,24 +345,22 @@ async fn the_upstream_deadline_holds_for_every_request_on_a_connection() {
     .await;
     // One client: every request rides one keep-alive connection.
     let client = http();
-    let send = || {
-        client
-            .post(format!("{}/v24.0/{NUMBER}/messages", gateway.url()))
-            .json(&send_body())
-            .send()
-    };
     for round in 0..2 {
         for _ in 0..3 {
             control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 0})).await;
             assert_eq!(
-                send().await.unwrap().status(),
+                send_on(&client, &gateway).await.status(),
                 StatusCode::OK,
                 "round {round}"
             );
         }
         control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;
         let started = Instant::now();
-        gateway_error(send().await.unwrap(), StatusCode::GATEWAY_TIMEOUT).await;
+        gateway_error(
+            send_on(&client, &gateway).await,
+            StatusCode::GATEWAY_TIMEOUT,
+        )
+        .await;
         assert!(
             started.elapsed() < Duration::from_millis(2500),
             "round {round}: answered before the upstream"

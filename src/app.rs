@@ -99,10 +99,10 @@ pub async fn run(
         .server
         .gate
         .then(|| GateLayer::new(breakers.clone(), metrics.clone(), breaker_metrics));
-    let make_service = move || {
+    let make_service = move |watch: &Arc<proxy::Watch>| {
         tower::ServiceBuilder::new()
             .option_layer(gate.clone())
-            .service(proxy.for_connection())
+            .service(proxy.for_connection(watch))
     };
 
     let proxy_addr = local(&listeners.proxy);
@@ -137,14 +137,12 @@ pub async fn run(
         draining.set_draining();
         info!("shutting down: no new connections");
     };
-    proxy::serve(
-        listeners.proxy,
-        make_service,
-        config.limits.max_body_bytes,
-        config.server.drain_timeout,
-        shutdown,
-    )
-    .await;
+    let settings = proxy::ServeSettings {
+        body_limit: config.limits.max_body_bytes,
+        header_read_timeout: config.server.header_read_timeout,
+        drain: config.server.drain_timeout,
+    };
+    proxy::serve(listeners.proxy, make_service, settings, shutdown).await;
 
     let _ = admin_stop.send(());
     let _ = admin_task.await;

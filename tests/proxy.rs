@@ -391,6 +391,237 @@ async fn slow_upstream_is_a_504() {
 }
 
 #[tokio::test]
+async fn slow_upstream_is_a_504_over_http2_too() {
+    let sim = sim().await;
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 3000})).await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.upstream.timeout = Duration::from_millis(300)
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let response = send_on(&client, &gateway).await;
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    gateway_error(response, StatusCode::GATEWAY_TIMEOUT).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered before the upstream"
+    );
+}
+
+/// An HTTP/1.1 connection to the gateway through hyper's own client, so a
+/// test sees exactly one connection: its requests, and when it closes.
+struct H1Connection {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    closed: tokio::task::JoinHandle<()>,
+}
+
+impl H1Connection {
+    async fn open(gateway: &InProcess) -> Self {
+        let stream = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        let closed = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Self { sender, closed }
+    }
+
+    /// A send on this connection; its status.
+    async fn send(&mut self) -> StatusCode {
+        self.sender.ready().await.expect("the connection is open");
+        let request = http::Request::post(format!("/v24.0/{NUMBER}/messages"))
+            .header("host", "wagate.test")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(
+                send_body().to_string(),
+            )))
+            .unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        status
+    }
+
+    /// Waits for the gateway to close this connection; fails the test if it
+    /// is still open after `deadline`.
+    async fn wait_closed(self, deadline: Duration, what: &str) {
+        tokio::time::timeout(deadline, self.closed)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open after {deadline:?}"))
+            .unwrap();
+    }
+}
+
+/// Waits until the gateway closes a raw connection; returns what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, deadline: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(deadline, stream.read_to_end(&mut out)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Err(e)) => panic!("reading the connection: {e}"),
+        Err(_) => panic!("the connection is still open after {deadline:?}"),
+    }
+    out
+}
+
+/// The slow-loris guard: a client that trickles its request head, a line
+/// at a time, is disconnected once the header-read timeout has passed,
+/// however often it sends.
+#[tokio::test]
+async fn a_client_that_sends_its_head_too_slowly_is_disconnected() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.server.header_read_timeout = Duration::from_millis(400)
+    })
+    .await;
+    let started = Instant::now();
+    let stream = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        writer
+            .write_all(format!("POST /v24.0/{NUMBER}/messages HTTP/1.1\r\n").as_bytes())
+            .await?;
+        // A slow client's pace, not a synchronisation: one header line
+        // every 50 ms, bounded at 200 lines (10 s).
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        for line in 0..200 {
+            pace.tick().await;
+            writer
+                .write_all(format!("x-slow-{line}: 1\r\n").as_bytes())
+                .await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut out)).await;
+    assert!(
+        matches!(&read, Ok(Ok(_)))
+            || matches!(&read, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection is closed within 5 s: {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed before the header-read timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(out.is_empty(), "no response to a head that never ended");
+    trickle.abort();
+
+    // A connection that sends nothing at all goes the same way.
+    let mut silent = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    assert!(
+        read_until_closed(&mut silent, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+}
+
+/// The header-read deadline runs only while a connection waits for a
+/// request: a request slower than it keeps its connection, the deadline
+/// starts again once it is answered, and an idle keep-alive connection is
+/// closed when it passes.
+#[tokio::test]
+async fn the_header_read_deadline_runs_only_between_requests() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.server.header_read_timeout = Duration::from_millis(400);
+        c.upstream.timeout = Duration::from_secs(10);
+    })
+    .await;
+    let mut connection = H1Connection::open(&gateway).await;
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 1200})).await;
+    assert_eq!(connection.send().await, StatusCode::OK);
+    control(&sim, reqwest::Method::PUT, "latency", json!({"ms": 0})).await;
+    // Still open, although it was accepted three timeouts ago.
+    assert_eq!(connection.send().await, StatusCode::OK);
+
+    let idle_from = Instant::now();
+    connection
+        .wait_closed(Duration::from_secs(5), "an idle keep-alive connection")
+        .await;
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(300),
+        "closed {:?} after its last request was sent",
+        idle_from.elapsed()
+    );
+}
+
+/// An HTTP/2 connection carries concurrent streams and has no header-read
+/// deadline once it has shown itself to be HTTP/2 (as with hyper's own
+/// guard): it outlives idle HTTP/1.1 connections.
+#[tokio::test]
+async fn http2_connections_have_no_header_read_deadline() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.server.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let stream = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let h2_closed = tokio::spawn(connection);
+    let send = |sender: &mut hyper::client::conn::http2::SendRequest<_>| {
+        let request = http::Request::post(format!("http://wagate.test/v24.0/{NUMBER}/messages"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(
+                send_body().to_string(),
+            )))
+            .unwrap();
+        sender.send_request(request)
+    };
+    assert_eq!(send(&mut sender).await.unwrap().status(), StatusCode::OK);
+
+    // Two header-read timeouts, one after the other, each seen to pass on
+    // an idle HTTP/1.1 connection opened after the HTTP/2 request.
+    for _ in 0..2 {
+        let mut idle = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+        read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    }
+    assert!(!h2_closed.is_finished(), "the HTTP/2 connection is open");
+    assert_eq!(send(&mut sender).await.unwrap().status(), StatusCode::OK);
+}
+
+/// Shutdown closes idle connections at once: they do not hold the drain
+/// open until its time is over.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_without_waiting_out_the_drain() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.server.drain_timeout = Duration::from_secs(60);
+        c.server.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut used = H1Connection::open(&gateway).await;
+    assert_eq!(used.send().await, StatusCode::OK);
+    let mut silent = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    // The silent connection is accepted before the gateway stops.
+    let mut other = H1Connection::open(&gateway).await;
+    assert_eq!(other.send().await, StatusCode::OK);
+
+    tokio::time::timeout(Duration::from_secs(10), gateway.stop())
+        .await
+        .expect("the gateway stops within 10 s, not after the 60 s drain");
+    used.wait_closed(Duration::from_secs(1), "the used connection")
+        .await;
+    other
+        .wait_closed(Duration::from_secs(1), "the other used connection")
+        .await;
+    read_until_closed(&mut silent, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
 async fn upstream_reset_mid_response_breaks_the_client_response() {
     let sim = sim().await;
     let gateway = InProcess::start(sim.addr, |_| {}).await;

@@ -157,6 +157,12 @@ pub struct Server {
     /// before the process exits anyway.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
+    /// A client connection with no request in progress must send the next
+    /// request head within this time, or it is closed: the guard against
+    /// clients that hold connections open by sending headers slowly
+    /// (slow-loris), which also closes idle keep-alive connections.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
     /// Whether open breakers refuse sends. `false` runs wagate as an
     /// observing proxy: breakers still trip, show in metrics and the admin
     /// API, but every send is forwarded. For rolling wagate out in shadow
@@ -169,6 +175,7 @@ impl Default for Server {
         Self {
             worker_threads: 0,
             drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
             gate: true,
         }
     }

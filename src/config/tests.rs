@@ -122,6 +122,7 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.limits.inspect_body_bytes, 64 * 1024);
     assert_eq!(c.server.worker_threads, 0);
     assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(30));
     assert_eq!(c.log.format, LogFormat::Pretty);
     assert_eq!(c.log.level, "info");
     assert!(c.store.redis_url.is_empty());
@@ -172,6 +173,10 @@ const REJECTED: &[(&str, &str)] = &[
     ("[upstream]\ntimeout = 30", "upstream.timeout"),
     ("[upstream]\npool_max_idle = -1", "upstream.pool_max_idle"),
     ("[server]\ndrain_timeout = \"0s\"", "server.drain_timeout"),
+    (
+        "[server]\nheader_read_timeout = \"0s\"",
+        "server.header_read_timeout",
+    ),
     ("[limits]\nmax_in_flight = 0", "limits.max_in_flight"),
     ("[limits]\nmax_body_bytes = 0", "limits.max_body_bytes"),
     (

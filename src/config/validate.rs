@@ -35,6 +35,10 @@ impl Config {
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;
         positive("server.drain_timeout", self.server.drain_timeout)?;
+        positive(
+            "server.header_read_timeout",
+            self.server.header_read_timeout,
+        )?;
         at_least("limits.max_in_flight", self.limits.max_in_flight as u64, 1)?;
         at_least("limits.max_body_bytes", self.limits.max_body_bytes, 1)?;
         let inspect = self.limits.inspect_body_bytes;

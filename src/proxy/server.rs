@@ -1,33 +1,49 @@
 //! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one
-//! listener, with graceful shutdown.
+//! listener, with deadlines and graceful shutdown (see [`super::watchdog`]).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
 
 use super::body::{ProxyBody, RequestBody};
+use super::watchdog::{Connections, Serving, Watch};
+
+/// How [`serve`] treats its connections.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeSettings {
+    /// Bounds every request body as it streams (see
+    /// [`RequestBody::limited`]).
+    pub body_limit: u64,
+    /// A connection not being served must send a request head within this
+    /// time, or it is closed: the slow-loris guard, which also closes idle
+    /// keep-alive connections.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after shutdown.
+    pub drain: Duration,
+}
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and
-/// lets in-flight requests finish for up to `drain`. `make` builds the
-/// service of each accepted connection (so a connection can keep state of
-/// its own, such as a dedicated upstream connection).
+/// lets in-flight requests finish for up to `settings.drain`. `make` builds
+/// the service of each accepted connection (so a connection can keep state
+/// of its own, such as a dedicated upstream connection) from the
+/// connection's [`Watch`], which keeps its deadlines.
 ///
-/// `body_limit` bounds every request body as it streams (see
-/// [`RequestBody::limited`]).
+/// The service must run an HTTP/1 request's future where it is polled,
+/// inside the connection's task, and not spawn it: the upstream deadline of
+/// a request on a [`Watch`] is kept by that task.
 pub async fn serve<S>(
     listener: TcpListener,
-    make: impl Fn() -> S,
-    body_limit: u64,
-    drain: Duration,
+    make: impl Fn(&Arc<Watch>) -> S,
+    settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) where
     S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>
@@ -40,8 +56,10 @@ pub async fn serve<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Slow-loris guard: a client must finish its headers in time.
-        .header_read_timeout(Duration::from_secs(30))
+        // The slow-loris guard is the connection's watchdog: hyper's own
+        // sets and cancels a timer for every request, 5% of a proxied
+        // send's instructions (README, Benchmarks).
+        .header_read_timeout(None)
         // Copy each response's head and body into one buffer and write(2)
         // it, rather than queueing buffers for writev(2): responses are
         // small, and the queue costs more than the copy (2.3% fewer
@@ -58,7 +76,12 @@ pub async fn serve<S>(
         // its response is written; the upstream deadline bounds the wait.
         .half_close(true);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let ServeSettings {
+        body_limit,
+        header_read_timeout,
+        drain,
+    } = settings;
+    let connections = Connections::new(header_read_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -75,15 +98,18 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = make();
+        let watch = connections.watch();
+        let service = make(&watch);
+        let serving = watch.clone();
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let in_service = serving.request(request.version());
             let request = request.map(|body| RequestBody::limited(body, body_limit));
-            service.clone().oneshot(request)
+            Serving::new(service.clone().oneshot(request), in_service)
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), hyper_service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = connections.watched(connection, watch);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%peer, %error, "connection ended with an error");
@@ -91,9 +117,9 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    info!(connections = graceful.count(), "draining");
+    info!(connections = connections.count(), "draining");
     tokio::select! {
-        () = graceful.shutdown() => info!("drained"),
+        () = connections.shutdown() => info!("drained"),
         () = tokio::time::sleep(drain) => warn!(?drain, "drain time over, closing remaining connections"),
     }
 }

@@ -14,7 +14,6 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
-use tokio::time::error::Elapsed;
 use tracing::{Instrument, Span, debug_span, info, warn};
 
 use hyper::body::Incoming;
@@ -29,6 +28,7 @@ use super::inspect::inspect;
 use super::respond::GatewayError;
 use super::routes::{Route, RouteKind, classify, send_recipient};
 use super::upstream::{Checkout, Dedicated, Target, UpstreamClient, connect, strip_hop_by_hop};
+use super::watchdog::Watch;
 use crate::graph::GraphError;
 use crate::metrics::{Metrics, Outcome};
 
@@ -118,12 +118,12 @@ impl Proxy {
     }
 
     /// The proxy for one client connection: its HTTP/1.x requests share one
-    /// upstream connection of their own (see [`Dedicated`]); clones of the
-    /// result share it too.
-    pub fn for_connection(&self) -> Self {
+    /// upstream connection of their own (see [`Dedicated`]), and `watch`
+    /// keeps their upstream deadline; clones of the result share both.
+    pub fn for_connection(&self, watch: &Arc<Watch>) -> Self {
         Self {
             shared: self.shared.clone(),
-            dedicated: Some(Arc::default()),
+            dedicated: Some(Arc::new(Dedicated::new(watch.clone()))),
         }
     }
 }
@@ -192,10 +192,7 @@ impl Shared {
 
         // One clock read serves both the deadline and the latency metric.
         let started = Instant::now();
-        let sent = tokio::time::timeout_at(
-            (started + self.settings.timeout).into(),
-            self.send(request, dedicated),
-        );
+        let sent = self.send(request, dedicated, started + self.settings.timeout);
         Box::pin(Forwarding::Waiting {
             sent,
             exchange: Exchange {
@@ -214,25 +211,28 @@ impl Shared {
     /// connection when it has one open and free, else to the shared pool.
     /// Opening the dedicated connection, or waiting for it, happens in a
     /// boxed future: rare, and too large to carry in every request's.
-    /// Never retried.
+    /// The response head must come by `deadline`. Never retried.
     fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
         dedicated: Option<&Arc<Dedicated>>,
+        deadline: Instant,
     ) -> Sending<impl Future<Output = hyper::Result<Response<Incoming>>> + Send + use<>> {
         let Some(mut checkout) = dedicated.and_then(Dedicated::checkout) else {
             return Sending::Pool {
-                response: self.client.request(request),
+                response: tokio::time::timeout_at(deadline.into(), self.client.request(request)),
             };
         };
+        checkout.watch().arm_upstream(deadline.into());
         if let Some(sender) = checkout.sender.as_mut().filter(|s| s.is_ready()) {
             return Sending::Dedicated {
                 response: sender.send_request(request),
-                _checkout: checkout,
+                checkout,
             };
         }
         let shared = self.clone();
         Sending::Later {
+            watch: checkout.watch_arc(),
             response: Box::pin(async move {
                 let mut sender = match checkout.sender.take() {
                     Some(sender) => sender,
@@ -251,7 +251,7 @@ impl Shared {
     /// body must be read for Meta's error first, the future that reads it.
     fn respond(
         exchange: Exchange,
-        sent: Result<Result<Response<Incoming>, BoxError>, Elapsed>,
+        sent: Result<Response<Incoming>, Failed>,
     ) -> Result<Response<ProxyBody>, BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>>
     {
         let Exchange {
@@ -264,8 +264,8 @@ impl Shared {
             span,
         } = exchange;
         let response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
+            Ok(response) => response,
+            Err(Failed::Upstream(error)) => {
                 let _enter = span.enter();
                 let gateway_error = if is_body_too_large(error.as_ref()) {
                     GatewayError::PayloadTooLarge(shared.settings.max_body_bytes)
@@ -275,7 +275,7 @@ impl Shared {
                 };
                 return Ok(shared.refuse(route.kind, gateway_error));
             }
-            Err(_) => {
+            Err(Failed::TimedOut) => {
                 let _enter = span.enter();
                 let timeout = shared.settings.timeout;
                 warn!(route = route.kind.as_str(), ?timeout, "upstream timed out");
@@ -377,7 +377,7 @@ pin_project! {
     #[project = ForwardingProj]
     #[project_replace = ForwardingReplace]
     enum Forwarding<F> {
-        Waiting { #[pin] sent: Timeout<Sending<F>>, exchange: Exchange },
+        Waiting { #[pin] sent: Sending<F>, exchange: Exchange },
         Inspecting { inspecting: BoxFuture<'static, Result<Response<ProxyBody>, Infallible>> },
         Done,
     }
@@ -420,17 +420,32 @@ where
     }
 }
 
+/// Why a forwarded request got no response head.
+enum Failed {
+    /// The upstream could not be reached, or failed the exchange.
+    Upstream(BoxError),
+    /// The response head did not come in time.
+    TimedOut,
+}
+
 pin_project! {
-    /// A request handed to the upstream: the response on its way.
+    /// A request handed to the upstream: the response on its way, within
+    /// the upstream deadline.
     #[project = SendingProj]
     enum Sending<F> {
         /// On this client connection's own upstream connection, held until
-        /// the response head arrives.
-        Dedicated { #[pin] response: F, _checkout: Checkout },
-        /// Through the shared pool.
-        Pool { response: ResponseFuture },
-        /// After opening the dedicated connection or waiting for it.
-        Later { response: BoxFuture<'static, Result<Response<Incoming>, BoxError>> },
+        /// the response head arrives. The client connection's watch keeps
+        /// the deadline.
+        Dedicated { #[pin] response: F, checkout: Checkout },
+        /// After opening the dedicated connection or waiting for it; the
+        /// deadline as for `Dedicated`.
+        Later {
+            response: BoxFuture<'static, Result<Response<Incoming>, BoxError>>,
+            watch: Arc<Watch>,
+        },
+        /// Through the shared pool (HTTP/2 streams, which run on tasks of
+        /// their own): a timer of its own.
+        Pool { #[pin] response: Timeout<ResponseFuture> },
     }
 }
 
@@ -438,13 +453,28 @@ impl<F> Future for Sending<F>
 where
     F: Future<Output = hyper::Result<Response<Incoming>>>,
 {
-    type Output = Result<Response<Incoming>, BoxError>;
+    type Output = Result<Response<Incoming>, Failed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            SendingProj::Dedicated { response, .. } => response.poll(cx).map_err(Into::into),
-            SendingProj::Pool { response } => Pin::new(response).poll(cx).map_err(Into::into),
-            SendingProj::Later { response } => response.as_mut().poll(cx),
+        let (polled, watch) = match self.project() {
+            SendingProj::Dedicated { response, checkout } => {
+                (response.poll(cx).map_err(Into::into), checkout.watch())
+            }
+            SendingProj::Later { response, watch } => (response.as_mut().poll(cx), &**watch),
+            SendingProj::Pool { response } => {
+                return match std::task::ready!(response.poll(cx)) {
+                    Ok(sent) => Poll::Ready(sent.map_err(|e| Failed::Upstream(e.into()))),
+                    Err(_) => Poll::Ready(Err(Failed::TimedOut)),
+                };
+            }
+        };
+        match polled {
+            Poll::Ready(sent) => {
+                watch.disarm_upstream();
+                Poll::Ready(sent.map_err(Failed::Upstream))
+            }
+            Poll::Pending if watch.upstream_expired() => Poll::Ready(Err(Failed::TimedOut)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

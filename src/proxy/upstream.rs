@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper::client::conn::http1::SendRequest;
 
 use super::body::{BoxError, RequestBody};
+use super::watchdog::Watch;
 use crate::config;
 
 /// The pooled, keep-alive upstream client (TLS by rustls).
@@ -130,9 +131,12 @@ fn tcp_connector(config: &config::Upstream) -> HttpConnector {
 /// locking and wake-ups on every request: the cheapest way to forward
 /// (DESIGN.md, "Performance budget"). When the slot is busy (concurrent
 /// HTTP/2 streams on one client connection) requests use the shared pool.
-#[derive(Default)]
+///
+/// Its requests' upstream deadline is kept by the client connection's
+/// [`Watch`] (one timer per connection rather than one per request).
 pub struct Dedicated {
     state: std::sync::Mutex<Slot>,
+    watch: Arc<Watch>,
 }
 
 #[derive(Default)]
@@ -142,6 +146,14 @@ struct Slot {
 }
 
 impl Dedicated {
+    /// The slot of the client connection `watch` keeps.
+    pub fn new(watch: Arc<Watch>) -> Self {
+        Self {
+            state: std::sync::Mutex::default(),
+            watch,
+        }
+    }
+
     /// Takes the slot: `None` when another request holds it. The checkout
     /// carries the open connection, if there is one.
     pub(super) fn checkout(self: &Arc<Self>) -> Option<Checkout> {
@@ -164,6 +176,18 @@ pub(super) struct Checkout {
     slot: Arc<Dedicated>,
     /// The connection, once open.
     pub(super) sender: Option<SendRequest<RequestBody>>,
+}
+
+impl Checkout {
+    /// The deadlines of the client connection.
+    pub(super) fn watch(&self) -> &Watch {
+        &self.slot.watch
+    }
+
+    /// The same, to keep.
+    pub(super) fn watch_arc(&self) -> Arc<Watch> {
+        self.slot.watch.clone()
+    }
 }
 
 impl Drop for Checkout {

@@ -478,7 +478,8 @@ async fn read_until_closed(
 /// The slow-loris guard: a client that trickles its request head, a line
 /// at a time, is disconnected once the header-read timeout has passed,
 /// however often it sends.
-#[tokio::test]
+// On a multi-thread runtime, as the gateway runs in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_its_head_too_slowly_is_disconnected() {
     let sim = sim().await;
     let gateway = InProcess::start(sim.addr, |c| {
@@ -525,7 +526,8 @@ async fn a_client_that_sends_its_head_too_slowly_is_disconnected() {
 /// request: a request slower than it keeps its connection, the deadline
 /// starts again once it is answered, and an idle keep-alive connection is
 /// closed when it passes.
-#[tokio::test]
+// On a multi-thread runtime, as the gateway runs in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_header_read_deadline_runs_only_between_requests() {
     let sim = sim().await;
     let gateway = InProcess::start(sim.addr, |c| {
@@ -592,7 +594,8 @@ async fn http2_connections_have_no_header_read_deadline() {
 
 /// Shutdown closes idle connections at once: they do not hold the drain
 /// open until its time is over.
-#[tokio::test]
+// On a multi-thread runtime, as the gateway runs in production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_without_waiting_out_the_drain() {
     let sim = sim().await;
     let gateway = InProcess::start(sim.addr, |c| {

@@ -5,7 +5,8 @@
 //! - **header read** (the slow-loris guard): while no request of the
 //!   connection is being served, the next request head must arrive within
 //!   `server.header_read_timeout` of the connection going idle (the last
-//!   response written, or the accept), or the connection is closed;
+//!   response handed over whole, or the accept), or the connection is
+//!   closed;
 //! - **upstream**: an HTTP/1 request forwarded on the connection's own
 //!   upstream connection gets its response head within `upstream.timeout`,
 //!   or a 504.
@@ -54,8 +55,8 @@ const NONE: u64 = u64::MAX;
 pub struct Watch {
     base: Instant,
     header_read_timeout: u64,
-    /// Requests received and not yet answered (their response not yet
-    /// written whole).
+    /// Requests received and not yet answered (their response body not yet
+    /// handed over whole).
     in_service: AtomicUsize,
     /// When `in_service` last fell to zero, or the connection was accepted.
     idle_since: AtomicU64,
@@ -96,8 +97,8 @@ impl Watch {
     }
 
     /// A request head arrived; the connection is busy until the returned
-    /// guard is dropped (with the response body, once it is written: see
-    /// [`Serving`]).
+    /// guard is dropped (with the response body, once the connection has
+    /// taken all of it: see [`Serving`]).
     pub fn request(self: &Arc<Self>, version: http::Version) -> InService {
         if version >= http::Version::HTTP_2 {
             self.multiplexed.store(true, Ordering::Relaxed);
@@ -147,13 +148,16 @@ impl Watch {
         upstream.min(self.header_deadline())
     }
 
-    /// Acts on the deadlines that passed by `now`: marks an expired upstream
-    /// deadline, and returns whether the header-read deadline passed.
-    fn expire(&self, now: u64) -> bool {
+    /// Marks the upstream deadline expired if it passed by `now`.
+    fn expire_upstream(&self, now: u64) {
         if self.upstream_deadline.load(Ordering::Relaxed) <= now {
             self.upstream_deadline.store(NONE, Ordering::Relaxed);
             self.upstream_expired.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the header-read deadline passed by `now`.
+    fn header_read_expired(&self, now: u64) -> bool {
         self.header_deadline() <= now
     }
 }
@@ -173,8 +177,8 @@ impl Drop for InService {
 
 pin_project! {
     /// A service's future for one request, which keeps the request's
-    /// connection busy until the response it makes has been written (its
-    /// body dropped) or the future is dropped unanswered.
+    /// connection busy until the connection has taken all of the response
+    /// it makes (its body dropped) or the future is dropped unanswered.
     pub struct Serving<F> {
         #[pin]
         inner: F,
@@ -211,7 +215,9 @@ where
 
 pin_project! {
     /// A response body that keeps its connection busy until it is dropped,
-    /// which the connection does once the body is written.
+    /// which the connection does once it has taken the last of it (its
+    /// bytes may still be in the connection's buffer, which shutdown lets
+    /// it flush).
     pub struct Busy<B> {
         #[pin]
         inner: B,
@@ -402,24 +408,31 @@ impl<C: GracefulConnection> Future for Watched<C> {
         let mut this = self.project();
         loop {
             if !*this.closing && this.registration.closing() {
+                // hyper closes an idle connection at once, after flushing
+                // what it has buffered (the end of the last response,
+                // perhaps); a head begun is bounded by the header-read
+                // deadline and the drain time.
                 *this.closing = true;
-                if this.watch.between_requests() {
-                    // Nothing to finish: even a head begun will not be
-                    // served now.
-                    return Poll::Ready(Ok(()));
-                }
                 this.connection.as_mut().graceful_shutdown();
             }
+            let mut fired = None;
             if *this.armed != NONE && this.timer.is_elapsed() {
                 *this.armed = NONE;
-                if this.watch.expire(this.watch.now()) {
-                    // Closed without an answer, as hyper's own guard does.
-                    debug!("no request head in time: closing the connection");
-                    return Poll::Ready(Ok(()));
-                }
+                let now = this.watch.now();
+                // Before the connection is polled, so that the waiting
+                // request's future sees it there.
+                this.watch.expire_upstream(now);
+                fired = Some(now);
             }
             if let Poll::Ready(done) = this.connection.as_mut().poll(cx) {
                 return Poll::Ready(done);
+            }
+            // After the connection is polled: a head that arrived just in
+            // time is served, not dropped.
+            if fired.is_some_and(|now| this.watch.header_read_expired(now)) {
+                // Closed without an answer, as hyper's own guard does.
+                debug!("no request head in time: closing the connection");
+                return Poll::Ready(Ok(()));
             }
 
             let next = this.watch.next_deadline();
@@ -437,7 +450,11 @@ impl<C: GracefulConnection> Future for Watched<C> {
                     .is_some_and(|w| w.will_wake(cx.waker()))
             {
                 *this.timer_waker = Some(cx.waker().clone());
-                if this.timer.as_mut().poll(cx).is_ready() {
+                // Outside the task's cooperative budget: a timer polled
+                // with the budget spent would not keep the waker, and
+                // would fire unheard.
+                let mut timer = tokio::task::coop::unconstrained(this.timer.as_mut());
+                if Pin::new(&mut timer).poll(cx).is_ready() {
                     continue;
                 }
             }
@@ -460,11 +477,153 @@ mod tests {
     use bytes::Bytes;
     use futures_util::FutureExt;
     use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
     fn watch() -> Arc<Watch> {
         Connections::new(Duration::from_secs(30)).watch()
+    }
+
+    /// A plain hyper connection on 127.0.0.1, served with `service`
+    /// behind a [`Watched`]; returns the client's end and the server task.
+    async fn serve<S, B>(
+        connections: &Connections,
+        watch: Arc<Watch>,
+        service: S,
+        poll: impl FnMut(Pin<&mut Watched<ServedConnection<S>>>, &mut Context<'_>) -> Poll<()>
+        + Send
+        + 'static,
+    ) -> (tokio::net::TcpStream, tokio::task::JoinHandle<()>)
+    where
+        S: hyper::service::Service<
+                http::Request<hyper::body::Incoming>,
+                Response = http::Response<B>,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().writev(false);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let mut watched = Box::pin(connections.watched(connection, watch));
+        let mut poll = poll;
+        let task = tokio::spawn(std::future::poll_fn(move |cx| poll(watched.as_mut(), cx)));
+        (client, task)
+    }
+
+    type ServedConnection<S> =
+        auto::Connection<'static, TokioIo<tokio::net::TcpStream>, S, TokioExecutor>;
+
+    /// A timer armed while the task's cooperative budget is spent still
+    /// wakes the task: a silent connection is closed at its deadline.
+    #[tokio::test]
+    async fn the_timer_fires_when_armed_with_the_budget_spent() {
+        let connections = Connections::new(Duration::from_millis(200));
+        let watch = connections.watch();
+        let service = hyper::service::service_fn(|_: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+        });
+        let mut first = true;
+        let (mut client, _task) = serve(&connections, watch, service, move |watched, cx| {
+            if std::mem::take(&mut first) {
+                // Whatever ran before in this poll of the task spent its
+                // budget.
+                loop {
+                    let spend = std::pin::pin!(tokio::task::coop::consume_budget());
+                    if spend.poll(cx).is_pending() {
+                        break;
+                    }
+                }
+            }
+            watched.poll(cx).map(|_| ())
+        })
+        .await;
+        let mut buf = [0; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "closed at the 200 ms deadline: {read:?}"
+        );
+    }
+
+    /// Shutdown lets a connection that has answered its last request
+    /// deliver the end of that answer still in its buffers: the response
+    /// body is handed over (and the connection counts as between requests)
+    /// before its bytes are all written.
+    #[tokio::test]
+    async fn shutdown_delivers_the_end_of_a_buffered_response() {
+        const BODY: usize = 8 << 20;
+        let connections = Connections::new(Duration::from_secs(30));
+        let watch = connections.watch();
+        let serving = watch.clone();
+        let answered = Arc::new(AtomicBool::new(false));
+        let answer = answered.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<_>| {
+            let in_service = serving.request(request.version());
+            let answer = answer.clone();
+            Serving::new(
+                async move {
+                    answer.store(true, Ordering::SeqCst);
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(vec![
+                        b'x';
+                        BODY
+                    ]))))
+                },
+                in_service,
+            )
+        });
+        let (mut client, _task) = serve(&connections, watch.clone(), service, |watched, cx| {
+            watched.poll(cx).map(|_| ())
+        })
+        .await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: wagate.test\r\n\r\n")
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(answered.load(Ordering::SeqCst) && watch.between_requests()) {
+            assert!(
+                Instant::now() < deadline,
+                "the response was never handed over"
+            );
+            tokio::task::yield_now().await;
+        }
+
+        let mut shutdown = Box::pin(connections.shutdown());
+        assert!(
+            (&mut shutdown).now_or_never().is_none(),
+            "one connection open"
+        );
+        // The connection's task, woken by the shutdown, runs before this
+        // one reads (one thread, tasks in turn).
+        tokio::task::yield_now().await;
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received))
+            .await
+            .expect("closed after the response")
+            .unwrap();
+        assert!(
+            received.len() > BODY && received.ends_with(&[b'x'; 64]),
+            "the whole response arrived: {} bytes",
+            received.len()
+        );
+        tokio::time::timeout(Duration::from_secs(5), shutdown)
+            .await
+            .expect("drained");
     }
 
     #[test]
@@ -510,7 +669,7 @@ mod tests {
         drop(watch.request(http::Version::HTTP_2));
         assert!(!watch.between_requests());
         assert_eq!(watch.header_deadline(), NONE);
-        assert!(!watch.expire(u64::MAX - 1));
+        assert!(!watch.header_read_expired(u64::MAX - 1));
     }
 
     #[test]
@@ -521,9 +680,13 @@ mod tests {
         watch.arm_upstream(deadline);
         let at = watch.since_base(deadline);
         assert_eq!(watch.next_deadline(), at);
-        assert!(!watch.expire(at - 1));
+        watch.expire_upstream(at - 1);
         assert!(!watch.upstream_expired());
-        assert!(!watch.expire(at), "no header deadline while busy");
+        watch.expire_upstream(at);
+        assert!(
+            !watch.header_read_expired(at),
+            "no header deadline while busy"
+        );
         assert!(watch.upstream_expired());
         assert_eq!(watch.next_deadline(), NONE);
 
@@ -531,7 +694,7 @@ mod tests {
         watch.arm_upstream(deadline + Duration::from_secs(1));
         assert!(!watch.upstream_expired());
         watch.disarm_upstream();
-        assert!(!watch.expire(u64::MAX - 1));
+        watch.expire_upstream(u64::MAX - 1);
         assert!(!watch.upstream_expired());
         drop(busy);
     }

@@ -17,6 +17,11 @@
 # bare/nginx says whether the stack itself can match nginx; wagate/bare is
 # what wagate's own work costs.
 #
+# Next to each saturation run, the proxy's own CPU time per request (user
+# and system, from /proc/<pid>/stat, over the requests wrk completed): the
+# proxy's cost without the simulator's share of the core, which moves less
+# from run to run than requests/s do.
+#
 # The fixed rate: hey's -q is per worker and every worker's ticker starts at
 # the same moment, so 64 workers at 2000/64 req/s each send bursts of 64
 # requests every 32 ms. The latency columns are therefore how fast such a
@@ -70,19 +75,30 @@ scratch
 
 sim_port=$(free_port)
 taskset -c 1 "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.log" &
-pids+=($!)
+sim_pid=$!
+pids+=($sim_pid)
 wait_port "$sim_port"
 
 nginx_port=$(free_port)
 nginx_conf "$work" "$nginx_port" "$sim_port"
 taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" &
-pids+=($!)
+nginx_master=$!
+pids+=($nginx_master)
 wait_port "$nginx_port"
+# The worker does the proxying; the master only watches it.
+nginx_worker=""
+for _ in $(seq 1 100); do
+  nginx_worker=$(pgrep -P "$nginx_master" | head -n 1 || true)
+  [ -n "$nginx_worker" ] && break
+  sleep 0.05
+done
+[ -n "$nginx_worker" ] || { echo "nginx started no worker" >&2; exit 1; }
 
 # The floor of wagate's stack: hyper and tokio with nothing of wagate.
 bare_port=$(free_port)
 taskset -c 1 "$bare" "127.0.0.1:$bare_port" "127.0.0.1:$sim_port" 2>"$work/bare.log" &
-pids+=($!)
+bare_pid=$!
+pids+=($bare_pid)
 wait_port "$bare_port"
 
 wagate_port=$(free_port)
@@ -114,15 +130,26 @@ LUA
 path=/v21.0/200000000000001/messages
 limit=$((seconds + 30))
 
-throughput() { # port [duration] -> requests/s; every answer must be a 2xx
-  local out
-  out=$(timeout "$limit" taskset -c 0 wrk -t1 -c$connections -d"${2:-$duration}" -s "$work/post.lua" \
+ticks_per_second=$(getconf CLK_TCK)
+cpu_ticks() { # pid -> user + system CPU time in clock ticks (fields 14 and 15)
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+throughput() { # port pid [duration] -> "requests/s CPU-µs-per-request" of
+  # the process pid; every answer must be a 2xx
+  local out before after
+  before=$(cpu_ticks "$2")
+  out=$(timeout "$limit" taskset -c 0 wrk -t1 -c$connections -d"${3:-$duration}" -s "$work/post.lua" \
     "http://127.0.0.1:$1$path")
+  after=$(cpu_ticks "$2")
   if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
     echo "port $1: wrk saw failures:" >&2
     grep -E 'Non-2xx|Socket errors' <<<"$out" >&2
   fi
-  awk '/^Requests\/sec/ {print $2}' <<<"$out"
+  awk -v ticks=$((after - before)) -v hz="$ticks_per_second" '
+    / requests in / {requests = $1}
+    /^Requests\/sec/ {rps = $2}
+    END {printf "%s %.2f", rps, requests ? ticks / hz * 1e6 / requests : 0}' <<<"$out"
 }
 per_worker=$(python3 -c "print(f'{$rate / $lat_connections:.3f}')")
 latency() { # port -> "p50_ms p99_ms"; hey prints "  50% in 0.0025 secs"
@@ -145,31 +172,33 @@ latency() { # port -> "p50_ms p99_ms"; hey prints "  50% in 0.0025 secs"
 }
 
 # warm-up: connections, pools and page cache
-for port in "$sim_port" "$nginx_port" "$wagate_port" "$bare_port"; do throughput "$port" 3s >/dev/null; done
-
-printf '%-6s %10s %10s %10s %10s | %14s %14s %14s | %5s\n' round direct nginx wagate bare \
-  "direct p50/p99" "nginx p50/p99" "wagate p50/p99" secs
-: >"$work/ratios"
 names=(direct nginx wagate bare)
 ports=("$sim_port" "$nginx_port" "$wagate_port" "$bare_port")
-rps=() p50=() p99=()
+procs=("$sim_pid" "$nginx_worker" "$wagate_pid" "$bare_pid")
+for i in 0 1 2 3; do throughput "${ports[$i]}" "${procs[$i]}" 3s >/dev/null; done
+
+printf '%-6s %10s %10s %10s %10s | %14s %14s %14s | %20s | %5s\n' round direct nginx wagate bare \
+  "direct p50/p99" "nginx p50/p99" "wagate p50/p99" "CPU µs nginx/wagate/bare" secs
+: >"$work/ratios"
+rps=() cpu=() p50=() p99=()
 for round in $(seq 1 "$rounds"); do
   start=$SECONDS
   for k in 0 1 2 3; do
     i=$(((k + round - 1) % 4))
-    rps[$i]=$(throughput "${ports[$i]}")
+    read -r "rps[$i]" "cpu[$i]" <<<"$(throughput "${ports[$i]}" "${procs[$i]}")"
   done
   for k in 0 1 2; do
     i=$(((k + round - 1) % 3))
     read -r "p50[$i]" "p99[$i]" <<<"$(latency "${ports[$i]}")"
   done
-  printf '%-6s %10.0f %10.0f %10.0f %10.0f | %6.2f/%-7.2f %6.2f/%-7.2f %6.2f/%-7.2f | %5d\n' \
+  printf '%-6s %10.0f %10.0f %10.0f %10.0f | %6.2f/%-7.2f %6.2f/%-7.2f %6.2f/%-7.2f | %6.1f/%6.1f/%6.1f | %5d\n' \
     "$round" "${rps[0]}" "${rps[1]}" "${rps[2]}" "${rps[3]}" \
-    "${p50[0]}" "${p99[0]}" "${p50[1]}" "${p99[1]}" "${p50[2]}" "${p99[2]}" $((SECONDS - start))
-  echo "${rps[2]} ${rps[1]} ${rps[0]} ${p99[2]} ${p99[1]} ${p50[2]} ${p50[1]} ${rps[3]}" >>"$work/ratios"
+    "${p50[0]}" "${p99[0]}" "${p50[1]}" "${p99[1]}" "${p50[2]}" "${p99[2]}" \
+    "${cpu[1]}" "${cpu[2]}" "${cpu[3]}" $((SECONDS - start))
+  echo "${rps[2]} ${rps[1]} ${rps[0]} ${p99[2]} ${p99[1]} ${p50[2]} ${p50[1]} ${rps[3]} ${cpu[2]} ${cpu[1]} ${cpu[3]}" >>"$work/ratios"
 done
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-echo "(throughput in req/s at saturation, ${connections} connections; latency in ms at ${rate} req/s, ${lat_connections} connections; ${names[*]} measured in rotating order; bare is examples/bare_proxy.rs, throughput only)"
+echo "(throughput in req/s at saturation, ${connections} connections; latency in ms at ${rate} req/s, ${lat_connections} connections; CPU: each proxy's own CPU time per request at saturation, in µs; ${names[*]} measured in rotating order; bare is examples/bare_proxy.rs, throughput and CPU only)"
 
 python3 - "$work/ratios" <<'PY'
 import statistics, sys
@@ -188,4 +217,6 @@ show("median throughput bare hyper/nginx", ratios(lambda r: r[7] / r[1]))
 show("median throughput wagate/bare hyper", ratios(lambda r: r[0] / r[7]))
 show("median p99 at fixed rate wagate/nginx", ratios(lambda r: r[3] / r[4]), "(target <= 1.0)")
 show("median p50 at fixed rate wagate/nginx", ratios(lambda r: r[5] / r[6]))
+show("median proxy CPU per send wagate/nginx", ratios(lambda r: r[8] / r[9]))
+show("median proxy CPU per send bare/nginx", ratios(lambda r: r[10] / r[9]))
 PY

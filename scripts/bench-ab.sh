@@ -67,60 +67,24 @@ taskset -c 1 "$bin" sim --no-record --listen "127.0.0.1:$sim_port" 2>"$work/sim.
 pids+=($!)
 wait_port "$sim_port" $!
 
-# gateway <executable> <name>: starts a gateway on CPU 1; sets port_<name>
-# and pid_<name>.
-gateway() {
-  local port pid
-  port=$(free_port)
-  WAGATE_LISTEN__PROXY="127.0.0.1:$port" \
-  WAGATE_LISTEN__ADMIN="127.0.0.1:$(free_port)" \
-  WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
-  WAGATE_SERVER__WORKER_THREADS=1 \
-  WAGATE_LOG__LEVEL=warn \
-  WAGATE_STORE__PATH="$work/breakers-$2.json" \
-    taskset -c 1 "$1" serve --config /dev/null 2>"$work/$2.log" &
-  pid=$!
-  pids+=($pid)
-  wait_port "$port" "$pid"
-  printf -v "port_$2" '%s' "$port"
-  printf -v "pid_$2" '%s' "$pid"
-}
-gateway "$a_bin" a
+pinned_gateway "$a_bin" a
+port_a=$gateway_port pid_a=$gateway_pid
 if [ "$b_bin" = nginx ]; then
-  port_b=$(free_port)
-  nginx_conf "$work" "$port_b" "$sim_port"
-  taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" &
-  nginx_master=$!
-  pids+=($nginx_master)
-  wait_port "$port_b" "$nginx_master"
-  # The worker does the proxying; the master only watches it.
-  pid_b=""
-  for _ in $(seq 1 100); do
-    pid_b=$(pgrep -P "$nginx_master" | head -n 1 || true)
-    [ -n "$pid_b" ] && break
-    sleep 0.05
-  done
-  [ -n "$pid_b" ] || { echo "nginx started no worker" >&2; exit 1; }
+  pinned_nginx
+  port_b=$nginx_port pid_b=$nginx_worker
 else
-  gateway "$b_bin" b
+  pinned_gateway "$b_bin" b
+  port_b=$gateway_port pid_b=$gateway_pid
 fi
 
-body=$(send_body)
-cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$body]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token"
-LUA
+post_lua "$work/post.lua" "$(send_body)"
 path=/v21.0/200000000000001/messages
 ticks_per_second=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> user + system CPU time in clock ticks (fields 14 and 15)
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
-load() { # name duration: wrk against gateway <name>, output in $work/<name>.wrk
-  local port_var="port_$1"
+load() { # a|b duration: wrk against gateway A or B, output in $work/<a|b>.wrk
+  local port=$port_a
+  [ "$1" = b ] && port=$port_b
   timeout $((seconds + 30)) taskset -c 0 wrk -t1 -c64 -d"$2" -s "$work/post.lua" \
-    "http://127.0.0.1:${!port_var}$path" >"$work/$1.wrk"
+    "http://127.0.0.1:$port$path" >"$work/$1.wrk"
 }
 
 echo "A: $a_bin"

@@ -137,3 +137,58 @@ for n in numbers:
 print(f"{time.monotonic() - start:.1f}")
 PY
 }
+
+# post_lua <file> <body>: writes a wrk script that POSTs <body> as JSON
+# with a bearer token, as an integration sends.
+post_lua() {
+  cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.body = [[$2]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-token"
+LUA
+}
+
+# cpu_ticks <pid>: the process's user + system CPU time so far, in clock
+# ticks (fields 14 and 15 of /proc/<pid>/stat; getconf CLK_TCK per second).
+cpu_ticks() {
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+# pinned_gateway <executable> <name>: starts a gateway on CPU 1 with one
+# worker thread, forwarding to the simulator on $sim_port, logging to
+# $work/<name>.log; waits for it and sets gateway_port and gateway_pid.
+pinned_gateway() {
+  gateway_port=$(free_port)
+  WAGATE_LISTEN__PROXY="127.0.0.1:$gateway_port" \
+  WAGATE_LISTEN__ADMIN="127.0.0.1:$(free_port)" \
+  WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
+  WAGATE_SERVER__WORKER_THREADS=1 \
+  WAGATE_LOG__LEVEL=warn \
+  WAGATE_STORE__PATH="$work/breakers-$2.json" \
+    taskset -c 1 "$1" serve --config /dev/null 2>"$work/$2.log" &
+  gateway_pid=$!
+  pids+=("$gateway_pid")
+  wait_port "$gateway_port" "$gateway_pid"
+}
+
+# pinned_nginx: starts nginx (one worker, see nginx_conf) on CPU 1 in front
+# of the simulator on $sim_port; waits for it and sets nginx_port and
+# nginx_worker, the pid of the worker that does the proxying.
+pinned_nginx() {
+  local master
+  nginx_port=$(free_port)
+  nginx_conf "$work" "$nginx_port" "$sim_port"
+  taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" &
+  master=$!
+  pids+=("$master")
+  wait_port "$nginx_port" "$master"
+  nginx_worker=""
+  for _ in $(seq 1 100); do
+    nginx_worker=$(pgrep -P "$master" | head -n 1 || true)
+    [ -n "$nginx_worker" ] && return 0
+    sleep 0.05
+  done
+  echo "nginx started no worker" >&2
+  exit 1
+}

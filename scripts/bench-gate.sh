@@ -201,12 +201,7 @@ if [ "$first_answer" != 403 ] || [ "$second_answer" != 503 ] || [ "$state" != op
 fi
 echo "$open locked in the simulator, tripped on gate-emb: answered 403 (forwarded), then 503 (refused)"
 
-cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$body]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token"
-LUA
+post_lua "$work/post.lua" "$body"
 limit=$((seconds + 30))
 
 cpu_ms() { # pid -> CPU time used so far, in ms

@@ -79,20 +79,7 @@ sim_pid=$!
 pids+=($sim_pid)
 wait_port "$sim_port"
 
-nginx_port=$(free_port)
-nginx_conf "$work" "$nginx_port" "$sim_port"
-taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" &
-nginx_master=$!
-pids+=($nginx_master)
-wait_port "$nginx_port"
-# The worker does the proxying; the master only watches it.
-nginx_worker=""
-for _ in $(seq 1 100); do
-  nginx_worker=$(pgrep -P "$nginx_master" | head -n 1 || true)
-  [ -n "$nginx_worker" ] && break
-  sleep 0.05
-done
-[ -n "$nginx_worker" ] || { echo "nginx started no worker" >&2; exit 1; }
+pinned_nginx
 
 # The floor of wagate's stack: hyper and tokio with nothing of wagate.
 bare_port=$(free_port)
@@ -101,17 +88,8 @@ bare_pid=$!
 pids+=($bare_pid)
 wait_port "$bare_port"
 
-wagate_port=$(free_port)
-WAGATE_LISTEN__PROXY="127.0.0.1:$wagate_port" \
-WAGATE_LISTEN__ADMIN="127.0.0.1:$(free_port)" \
-WAGATE_UPSTREAM__BASE_URL="http://127.0.0.1:$sim_port" \
-WAGATE_SERVER__WORKER_THREADS=1 \
-WAGATE_LOG__LEVEL=warn \
-WAGATE_STORE__PATH="$work/breakers.json" \
-  taskset -c 1 "$bin" serve --config /dev/null 2>"$work/wagate.log" &
-wagate_pid=$!
-pids+=($wagate_pid)
-wait_port "$wagate_port"
+pinned_gateway "$bin" wagate
+wagate_port=$gateway_port wagate_pid=$gateway_pid
 if [ "$(readlink -f "/proc/$wagate_pid/exe")" != "$bin" ]; then
   echo "the wagate listening on $wagate_port is not $bin" >&2
   exit 1
@@ -121,19 +99,11 @@ fi
 body=$(send_body)
 [ ${#body} -eq 314 ] || { echo "body is ${#body} bytes, not 314" >&2; exit 1; }
 printf '%s' "$body" >"$work/body.json"
-cat >"$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = [[$body]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-token"
-LUA
+post_lua "$work/post.lua" "$body"
 path=/v21.0/200000000000001/messages
 limit=$((seconds + 30))
 
 ticks_per_second=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> user + system CPU time in clock ticks (fields 14 and 15)
-  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
 
 throughput() { # port pid [duration] -> "requests/s CPU-µs-per-request" of
   # the process pid; every answer must be a 2xx

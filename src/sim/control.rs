@@ -120,10 +120,10 @@ async fn inject_error(State(sim): State<Sim>, Path(id): Path<String>, body: Byte
     respond((|| -> Result<Answer, Answer> {
         check_id(&id)?;
         let injection: ErrorInjection = parse(&body)?;
-        if let Some(status) = injection.http_status {
-            if !(200..=599).contains(&status) {
-                return Err(bad_request("http_status must be between 200 and 599"));
-            }
+        if let Some(status) = injection.http_status
+            && !(200..=599).contains(&status)
+        {
+            return Err(bad_request("http_status must be between 200 and 599"));
         }
         let shown = json!({ "phone_number_id": id, "error": &injection });
         sim.inject_error(&id, injection);

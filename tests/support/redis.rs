@@ -158,16 +158,16 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let stderr = child.stderr.take().map(std::io::read_to_string);
-                    self.child = None;
-                    return Err(format!(
-                        "redis-server on port {} exited with {status}; stderr: {stderr:?}\nlog:\n{}",
-                        self.port,
-                        self.log()
-                    ));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let stderr = child.stderr.take().map(std::io::read_to_string);
+                self.child = None;
+                return Err(format!(
+                    "redis-server on port {} exited with {status}; stderr: {stderr:?}\nlog:\n{}",
+                    self.port,
+                    self.log()
+                ));
             }
             let ping =
                 connect(&self.url()).and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));

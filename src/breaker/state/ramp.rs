@@ -32,22 +32,22 @@ pub(super) fn health(
 
 fn blocked(b: Option<&Breaker>, errors: &[HealthError], ctx: &Ctx<'_>) -> Option<Change> {
     let reason = blocked_reason(errors);
-    if let Some(b) = b {
-        if b.state == State::Held || (b.state == State::Open && b.release == Release::Health) {
-            if b.health_errors == errors {
-                return None;
-            }
-            let mut next = b.clone();
-            next.health_errors = errors.to_vec();
-            // A held record keeps its operator's reason.
-            if next.state == State::Open {
-                next.reason.clone_from(&reason);
-            }
-            let mut change = Change::to(next, Source::Health);
-            change.code = errors.first().map_or(b.cause.code, |e| e.code);
-            change.reason = reason;
-            return Some(change);
+    if let Some(b) = b
+        && (b.state == State::Held || (b.state == State::Open && b.release == Release::Health))
+    {
+        if b.health_errors == errors {
+            return None;
         }
+        let mut next = b.clone();
+        next.health_errors = errors.to_vec();
+        // A held record keeps its operator's reason.
+        if next.state == State::Open {
+            next.reason.clone_from(&reason);
+        }
+        let mut change = Change::to(next, Source::Health);
+        change.code = errors.first().map_or(b.cause.code, |e| e.code);
+        change.reason = reason;
+        return Some(change);
     }
     let first = errors.first();
     let cause = Cause {

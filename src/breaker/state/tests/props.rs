@@ -109,11 +109,11 @@ fn replay(key: &BreakerKey, steps: &[(Event, u64)], settings: &Settings) -> Opti
             tombstone.version = version;
             tombstone
         }));
-        if let Some(b) = stored.as_ref().filter(|b| b.state == State::Open) {
-            if b.release == Release::Health {
-                let bound = settings.max_open.mul_f64(1.0 + settings.jitter);
-                assert!(b.min_open_until.since(now) <= bound, "{b:?}");
-            }
+        if let Some(b) = stored.as_ref().filter(|b| b.state == State::Open)
+            && b.release == Release::Health
+        {
+            let bound = settings.max_open.mul_f64(1.0 + settings.jitter);
+            assert!(b.min_open_until.since(now) <= bound, "{b:?}");
         }
     }
     stored.filter(|b| b.state != State::Closed)

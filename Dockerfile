@@ -27,7 +27,7 @@ WORKDIR /var/lib/wagate
 # The admin listener defaults to loopback; inside a container it must listen
 # on all interfaces to be scraped. Publish it only to trusted networks.
 ENV WAGATE_LISTEN__ADMIN=0.0.0.0:9090 \
-    WAGATE_STORE__PATH=/var/lib/wagate/breakers.json
+    WAGATE_STORE__PATH=/var/lib/wagate/breakers.db
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/wagate"]
 CMD ["serve", "--config", "/etc/wagate/wagate.toml"]

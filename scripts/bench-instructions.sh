@@ -122,7 +122,7 @@ gateway_env() { # gate(true|false) proxy_port admin_port store: exports a gatewa
 
 wagate_port=$(free_port)
 wagate_ir=$(
-  gateway_env true "$wagate_port" "$(free_port)" WAGATE_STORE__PATH="$work/breakers.json"
+  gateway_env true "$wagate_port" "$(free_port)" WAGATE_STORE__PATH="$work/breakers.db"
   per_request wagate TERM "$wagate_port" "$closed" 200 "$bin" serve --config /dev/null
 )
 

@@ -272,7 +272,7 @@ async fn an_operator_reset_reaches_every_replica() {
 #[tokio::test]
 async fn a_cool_down_ends_by_itself_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path().join("breakers.json")).unwrap());
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("breakers.db")).unwrap());
     let cooldown = Duration::from_secs(1);
     let rules = Rules::try_new(vec![
         Rule::new(CodeMatch::one(130429), Action::Cooldown, Scope::Number).with_cooldown(cooldown),

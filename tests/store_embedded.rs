@@ -1,5 +1,6 @@
-//! The embedded store: the shared contract, persistence across restarts,
-//! atomic file replacement and strict loading.
+//! The embedded store: the shared contract, persistence across restarts
+//! (audit included), migration of the former JSON file, strict loading, and
+//! batched commits under concurrent writers.
 
 mod support;
 
@@ -11,7 +12,7 @@ use wagate::store::{BreakerStore, CasOutcome, EmbeddedOptions, EmbeddedStore, St
 
 fn temp_store() -> (tempfile::TempDir, EmbeddedStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(dir.path().join("breakers.json")).expect("open");
+    let store = EmbeddedStore::open(dir.path().join("breakers.db")).expect("open");
     (dir, store)
 }
 
@@ -25,7 +26,7 @@ async fn meets_the_store_contract() {
 #[tokio::test]
 async fn a_reopened_store_keeps_open_and_closed_records_with_their_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("breakers.json");
+    let path = dir.path().join("breakers.db");
     let open = record("1001", "1001", 3, true, "{\"state\":\"open\"}");
     let closed = record("1002", "1002", 1, false, "{\"state\":\"closed\"}");
     {
@@ -67,7 +68,7 @@ async fn writes_leave_only_the_store_file_behind() {
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, vec!["breakers.json".to_owned()]);
+    assert_eq!(names, vec!["breakers.db".to_owned()]);
 }
 
 #[test]
@@ -83,13 +84,15 @@ fn a_missing_file_is_an_empty_store() {
 #[test]
 fn a_corrupt_file_is_refused_naming_its_path() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("breakers.json");
+    let path = dir.path().join("breakers.db");
     let cases = [
         "{\"format\":1,\"records\":[",
         "not json",
         "{\"format\":2,\"records\":[]}",
         "{\"format\":1,\"records\":[{\"id\":\"1\",\"number\":\"1\",\"version\":1,\"active\":true}]}",
         "{\"format\":1,\"records\":[{\"id\":\"1\",\"number\":\"{1}\",\"version\":1,\"active\":true,\"body\":\"{}\"}]}",
+        // A database's magic number followed by garbage.
+        "redb\u{1a}\n\u{a9}\r\nnot a database at all, just bytes after the magic number",
     ];
     for contents in cases {
         std::fs::write(&path, contents).expect("write");
@@ -110,7 +113,7 @@ async fn audit_is_newest_first_and_capped() {
         audit_capacity: 5,
         ..EmbeddedOptions::default()
     };
-    let store = EmbeddedStore::open_with_options(dir.path().join("b.json"), options).expect("open");
+    let store = EmbeddedStore::open_with_options(dir.path().join("b.db"), options).expect("open");
     for version in 1..=8 {
         apply(
             &store,
@@ -129,38 +132,181 @@ async fn audit_is_newest_first_and_capped() {
 #[tokio::test]
 async fn closed_records_expire_after_the_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("b.json");
+    let path = dir.path().join("b.db");
     let options = EmbeddedOptions {
         closed_retention: Duration::ZERO,
         ..EmbeddedOptions::default()
     };
-    let store = EmbeddedStore::open_with_options(&path, options.clone()).expect("open");
-    apply(&store, write(0, &record("1001", "1001", 1, false, "{}"))).await;
-    apply(&store, write(0, &record("1002", "1002", 1, true, "{}"))).await;
-    assert_eq!(store.get("1001", "1001").await.expect("get"), None);
-    let file = std::fs::read_to_string(&path).expect("read");
-    assert!(!file.contains("\"1001\""), "{file}");
-    assert!(file.contains("\"1002\""), "{file}");
+    {
+        let store = EmbeddedStore::open_with_options(&path, options.clone()).expect("open");
+        apply(&store, write(0, &record("1001", "1001", 1, false, "{}"))).await;
+        apply(&store, write(0, &record("1002", "1002", 1, true, "{}"))).await;
+        assert_eq!(store.get("1001", "1001").await.expect("get"), None);
+    }
+    // Reopened (which prunes), the expired record is absent: a writer that
+    // expects it absent wins, and the active one is still there.
+    let store = EmbeddedStore::open_with_options(&path, options).expect("reopen");
+    apply(&store, write(0, &record("1001", "1001", 1, true, "{}"))).await;
+    let active = store.list_active().await.expect("list");
+    assert_eq!(active.len(), 2, "{active:?}");
+}
+
+#[test]
+fn a_store_in_a_missing_directory_is_refused_naming_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = EmbeddedStore::open(dir.path().join("missing-dir/b.db")).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing-dir"), "{err}");
+}
+
+#[test]
+fn a_second_process_on_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.db");
+    let _first = EmbeddedStore::open(&path).expect("open");
+    let err = EmbeddedStore::open(&path).unwrap_err();
+    assert!(err.to_string().contains("another process"), "{err}");
 }
 
 #[tokio::test]
-async fn a_write_that_cannot_be_persisted_is_not_applied() {
+async fn the_audit_trail_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(dir.path().join("missing-dir/b.json")).expect("open");
-    let mut events = store.subscribe();
-    let err = store
-        .compare_and_set(write(0, &record("1001", "1001", 1, true, "{}")))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
-    assert!(err.to_string().contains("missing-dir"), "{err}");
-    assert!(!store.is_healthy());
-    assert_eq!(store.get("1001", "1001").await.expect("get"), None);
-    assert!(store.audit("1001", 10).await.expect("audit").is_empty());
-    assert!(
-        events.try_recv().is_err(),
-        "no event for an unapplied write"
+    let path = dir.path().join("b.db");
+    let lines: Vec<String> = {
+        let store = EmbeddedStore::open(&path).expect("open");
+        for version in 1..=3 {
+            apply(
+                &store,
+                write(version - 1, &record("1001", "1001", version, true, "{}")),
+            )
+            .await;
+        }
+        store.audit("1001", 10).await.expect("audit")
+    };
+    assert_eq!(lines.len(), 3);
+    let store = EmbeddedStore::open(&path).expect("reopen");
+    assert_eq!(store.audit("1001", 10).await.expect("audit"), lines);
+}
+
+/// A JSON file of the format wagate wrote before its database.
+fn legacy_json(records: &[(&str, u64, bool, &str, Option<u64>)]) -> String {
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(number, version, active, body, closed_at_ms)| {
+            let mut r = serde_json::json!({
+                "id": number, "number": number, "version": version,
+                "active": active, "body": body,
+            });
+            if let Some(at) = closed_at_ms {
+                r["closed_at_ms"] = (*at).into();
+            }
+            r
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "format": 1, "records": records })).unwrap()
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_json_file_at_the_path_is_migrated_once_and_kept_as_a_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breakers.json");
+    let body = "{\"state\": \"open\", \"why\": \"caf\u{e9}\"}";
+    let json = legacy_json(&[
+        ("1001", 3, true, body, None),
+        ("1002", 2, false, "{}", Some(now_ms())),
+    ]);
+    std::fs::write(&path, &json).expect("write");
+
+    {
+        let store = EmbeddedStore::open(&path).expect("migrate");
+        assert_eq!(
+            store.get("1001", "1001").await.expect("get"),
+            Some(record("1001", "1001", 3, true, body))
+        );
+        assert_eq!(store.list_active().await.expect("list").len(), 1);
+        // The closed record kept its version.
+        let stale = store
+            .compare_and_set(write(0, &record("1002", "1002", 1, true, "{}")))
+            .await
+            .expect("cas");
+        assert!(matches!(stale, CasOutcome::Conflict { current: Some(_) }));
+        apply(&store, write(3, &record("1001", "1001", 4, true, "{}"))).await;
+    }
+    let backup = dir.path().join("breakers.json.v1.json");
+    assert_eq!(std::fs::read_to_string(&backup).expect("backup"), json);
+    assert!(std::fs::read(&path).expect("db").starts_with(b"redb"));
+
+    // The second start opens the database; nothing is migrated again.
+    let store = EmbeddedStore::open(&path).expect("reopen");
+    assert_eq!(
+        store
+            .get("1001", "1001")
+            .await
+            .expect("get")
+            .map(|r| r.version),
+        Some(4)
     );
+}
+
+#[tokio::test]
+async fn a_json_file_beside_the_database_path_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = legacy_json(&[("1001", 1, true, "{}", None)]);
+    std::fs::write(dir.path().join("wagate-breakers.json"), &json).expect("write");
+    let store = EmbeddedStore::open(dir.path().join("wagate-breakers.db")).expect("migrate");
+    assert_eq!(store.list_active().await.expect("list").len(), 1);
+    // The JSON is left as it was.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("wagate-breakers.json")).expect("json"),
+        json
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_json_file_is_not_migrated_and_stops_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.db");
+    std::fs::write(dir.path().join("b.json"), "{\"format\":1,\"records\":[").expect("write");
+    let err = EmbeddedStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("b.json"), "{err}");
+    assert!(!path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_writes_to_many_numbers_is_applied_in_full() {
+    let (_dir, store) = temp_store();
+    let store = Arc::new(store);
+    let mut events = store.subscribe();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let number = format!("{}", 300_000 + i);
+                let r = record(&number, &number, 1, true, "{}");
+                store.compare_and_set(write(0, &r)).await.expect("cas")
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), CasOutcome::Applied);
+    }
+    assert_eq!(store.list_active().await.expect("list").len(), 1000);
+    let mut changes = 0;
+    while events.try_recv().is_ok() {
+        changes += 1;
+    }
+    assert_eq!(changes, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,4 +330,79 @@ async fn concurrent_writers_of_one_version_have_one_winner() {
     }
     assert_eq!(applied, 1);
     assert_eq!(store.audit("1001", 100).await.expect("audit").len(), 1);
+}
+
+/// Trips numbers through the admin API of a real gateway from four clients
+/// at once, SIGKILLs the process while trips are in flight, and restarts it
+/// on the same file: every trip the gateway acknowledged is there, and the
+/// file loads. Three rounds, so kills land at different points of a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_write_loses_no_acknowledged_transition() {
+    use support::gateway::{Process, http};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("breakers.db");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let env = [
+        ("WAGATE_STORE__PATH", path.as_str()),
+        ("WAGATE_ADMIN__TOKEN", "crash-test-token"),
+        ("WAGATE_UPSTREAM__BASE_URL", "http://127.0.0.1:9"),
+    ];
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..3u64 {
+        let mut gateway = Process::spawn(&env);
+        let admin = gateway.admin;
+        let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let clients: Vec<_> = (0..4u64)
+            .map(|client| {
+                let acked = acked.clone();
+                tokio::spawn(async move {
+                    let http = http();
+                    for i in 0..10_000u64 {
+                        let number =
+                            (500_000_000 + round * 1_000_000 + client * 100_000 + i).to_string();
+                        let url = format!("http://{admin}/admin/breakers/{number}/trip");
+                        let sent = http
+                            .post(url)
+                            .bearer_auth("crash-test-token")
+                            .body("{\"reason\":\"crash test\"}")
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                                acked.lock().unwrap().push(number);
+                            }
+                            Ok(r) => panic!("trip answered {}", r.status()),
+                            // The process was killed under this request.
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let target = 100 + usize::try_from(round).unwrap() * 37;
+        support::wait_until(Duration::from_secs(30), "trips acknowledged", || {
+            acked.lock().unwrap().len() >= target
+        })
+        .await;
+        gateway.kill();
+        for client in clients {
+            client.await.expect("client");
+        }
+        acknowledged.extend(acked.lock().unwrap().drain(..));
+
+        // The file loads, and every acknowledged trip is on it.
+        let restarted = Process::spawn(&env);
+        let http = http();
+        for number in &acknowledged {
+            let url = format!("http://{}/admin/breakers/{number}", restarted.admin);
+            let shown = http.get(url).send().await.expect("show");
+            assert_eq!(shown.status(), reqwest::StatusCode::OK, "{number}");
+            let view: serde_json::Value = shown.json().await.expect("json");
+            // An operator's trip holds the number until an operator resets it.
+            assert_eq!(view["state"], "held", "{number}: {view}");
+        }
+        drop(restarted);
+    }
+    assert!(acknowledged.len() >= 300, "{}", acknowledged.len());
 }

@@ -226,7 +226,7 @@ impl Default for Store {
     fn default() -> Self {
         Self {
             redis_url: RedisUrl::default(),
-            path: PathBuf::from("wagate-breakers.json"),
+            path: PathBuf::from("wagate-breakers.db"),
         }
     }
 }

@@ -127,10 +127,7 @@ fn defaults_are_the_documented_values() {
     assert_eq!(c.log.level, "info");
     assert!(c.store.redis_url.is_empty());
     assert!(c.store.redis_url.urls().is_empty());
-    assert_eq!(
-        c.store.path,
-        std::path::PathBuf::from("wagate-breakers.json")
-    );
+    assert_eq!(c.store.path, std::path::PathBuf::from("wagate-breakers.db"));
     assert!(c.admin.token.is_empty());
     assert_eq!(c.webhook.path, "/webhooks/whatsapp");
     assert!(c.webhook.app_secret.is_empty());

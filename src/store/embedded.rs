@@ -1,27 +1,54 @@
-//! The embedded store: one replica, state in memory, every applied write
-//! persisted to one JSON file so a restart does not forget an open breaker.
+//! The embedded store: one replica, breaker state in a local
+//! [redb](https://www.redb.org) database, so a transition costs the same with
+//! 100,000 records as with 10, and a restart forgets nothing.
 //!
-//! The file holds every record, active and recently closed (closed ones keep
-//! their version so it stays monotonic; they are dropped after
-//! [`EmbeddedOptions::closed_retention`]). It is replaced atomically: a
-//! temporary file in the same directory, fsync, rename, fsync of the
-//! directory. The audit trail lives in memory only.
+//! Why redb: it is pure Rust (no C library to build), crash-safe by
+//! copy-on-write B-trees with a checksummed commit, and a commit with
+//! `Durability::Immediate` is on disk when it returns. Every record (active
+//! and recently closed, which keep their version so it stays monotonic) is a
+//! row; every number's audit trail is a run of rows, capped per number.
+//!
+//! All writes go through one thread ([`writer`]) that commits whatever
+//! writes are queued in one transaction: the fsync is paid once per batch,
+//! so a burst of trips (a WABA-wide event, a campaign against a locked
+//! number) is applied at disk speed rather than one fsync per trip. Reads
+//! are MVCC snapshots and never wait for a writer.
+//!
+//! A JSON file left by an earlier wagate (the whole record set in one
+//! document) is migrated once, on first start; see [`migrate`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::broadcast;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, oneshot};
 
 use super::{
     BreakerStore, CasOutcome, EVENT_CAPACITY, StoreError, StoreEvent, StoredRecord, Write,
 };
 
-mod file;
+mod legacy;
+mod writer;
+
+/// A stored record's row: (version, active, closed at unix millis, body).
+type Row = (u64, bool, Option<u64>, &'static str);
+
+/// Records by (number, id).
+const RECORDS: TableDefinition<'static, (&str, &str), Row> = TableDefinition::new("records");
+
+/// Audit lines by (number, sequence); a number's newest line has the highest
+/// sequence.
+const AUDIT: TableDefinition<'static, (&str, u64), &str> = TableDefinition::new("audit");
+
+/// The first bytes of every redb file; anything else at the store's path is
+/// taken for the former JSON format.
+const REDB_MAGIC: &[u8] = b"redb";
 
 /// Tuning of the embedded store.
 #[derive(Clone, Debug)]
@@ -31,6 +58,9 @@ pub struct EmbeddedOptions {
     pub closed_retention: Duration,
     /// Audit lines kept per number, newest first. Default 100.
     pub audit_capacity: usize,
+    /// The database's page cache. Default 8 MiB: reads past it come from the
+    /// kernel's page cache, which does not count against the gateway's RSS.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -38,6 +68,7 @@ impl Default for EmbeddedOptions {
         Self {
             closed_retention: Duration::from_secs(7 * 24 * 3600),
             audit_capacity: 100,
+            cache_bytes: 8 << 20,
         }
     }
 }
@@ -50,37 +81,22 @@ pub(crate) struct Entry {
     pub(crate) closed_at_ms: Option<u64>,
 }
 
-impl Entry {
-    fn expired(&self, now_ms: u64, retention: Duration) -> bool {
-        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-        self.closed_at_ms
-            .is_some_and(|closed| closed.saturating_add(retention_ms) <= now_ms)
-    }
+/// Records by (number, id), as the former JSON file held them.
+pub(crate) type Records = std::collections::BTreeMap<(String, String), Entry>;
+
+fn expired(closed_at_ms: Option<u64>, now_ms: u64, retention: Duration) -> bool {
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    closed_at_ms.is_some_and(|closed| closed.saturating_add(retention_ms) <= now_ms)
 }
 
-/// Records by (number, id); ordered so the file is stable and diffable.
-pub(crate) type Records = BTreeMap<(String, String), Entry>;
-
-#[derive(Default)]
-struct State {
-    /// Shared, so a write can copy, change and encode the set on the
-    /// blocking pool while readers keep using the current one.
-    records: Arc<Records>,
-    audit: HashMap<String, VecDeque<String>>,
-}
-
-/// The single-replica store backed by a local file.
+/// The single-replica store backed by a local database file.
 pub struct EmbeddedStore {
     path: PathBuf,
     options: EmbeddedOptions,
-    /// A std mutex: every critical section is short and synchronous, and it
-    /// is never held across an `.await`.
-    state: Mutex<State>,
-    /// Serializes writers, so the file and the map change in the same order;
-    /// held across the file write, which readers never wait for.
-    writer: tokio::sync::Mutex<()>,
+    db: Arc<Database>,
+    writer: writer::Handle,
     events: broadcast::Sender<StoreEvent>,
-    healthy: AtomicBool,
+    healthy: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -95,7 +111,9 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens the store at `path` with default options. A missing file is an
     /// empty store; an unreadable or corrupt one is an error naming the path,
-    /// because starting empty would forget open breakers.
+    /// because starting empty would forget open breakers. A JSON file of the
+    /// former format, at `path` or beside it with the extension `.json`, is
+    /// migrated first.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with_options(path, EmbeddedOptions::default())
     }
@@ -106,20 +124,33 @@ impl EmbeddedStore {
         options: EmbeddedOptions,
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let now = now_ms();
-        let mut records = file::load(&path)?;
-        records.retain(|_, entry| !entry.expired(now, options.closed_retention));
+        migrate(&path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(options.cache_bytes)
+            .create(&path)
+            .map_err(|e| open_error(&path, e))?;
+        prune(&db, &path, now_ms(), options.closed_retention)?;
+        let db = Arc::new(db);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = writer::spawn(writer::Shared {
+            db: Arc::clone(&db),
+            path: path.clone(),
+            options: options.clone(),
+            events: events.clone(),
+            healthy: Arc::clone(&healthy),
+        })
+        .map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
         Ok(Self {
             path,
             options,
-            state: Mutex::new(State {
-                records: Arc::new(records),
-                audit: HashMap::new(),
-            }),
-            writer: tokio::sync::Mutex::new(()),
+            db,
+            writer,
             events,
-            healthy: AtomicBool::new(true),
+            healthy,
         })
     }
 
@@ -128,86 +159,21 @@ impl EmbeddedStore {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // No critical section can panic halfway through a change, so a
-        // poisoned lock still guards consistent data.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn live(&self, number: &str, id: &str, now: u64) -> Option<StoredRecord> {
-        let state = self.lock();
-        state
-            .records
-            .get(&(number.to_owned(), id.to_owned()))
-            .filter(|entry| !entry.expired(now, self.options.closed_retention))
-            .map(|entry| entry.record.clone())
-    }
-
-    async fn apply(&self, write: Write) -> Result<CasOutcome, StoreError> {
-        write.validate()?;
-        let _writer = self.writer.lock().await;
-        let now = now_ms();
-        let key = (write.record.number.clone(), write.record.id.clone());
-
-        // Check the version against the live set, then build, encode and
-        // write the next set on the blocking pool without touching the live
-        // one: copying and encoding every record is O(n), and on a serving
-        // thread it would hold up requests for as long (about 20 ms with
-        // 5,000 records). If the file cannot be written, the write is not
-        // applied.
-        let base = {
-            let state = self.lock();
-            let current = state
-                .records
-                .get(&key)
-                .filter(|e| !e.expired(now, self.options.closed_retention));
-            if current.map_or(0, |e| e.record.version) != write.expected_version {
-                return Ok(CasOutcome::Conflict {
-                    current: current.map(|e| e.record.clone()),
-                });
-            }
-            Arc::clone(&state.records)
-        };
-        let entry = Entry {
-            record: write.record.clone(),
-            closed_at_ms: (!write.record.active).then_some(now),
-        };
+    /// Runs a read on the blocking pool: a read may touch the disk, and a
+    /// full listing is O(n).
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database, &Path, &EmbeddedOptions) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let db = Arc::clone(&self.db);
         let path = self.path.clone();
-        let retention = self.options.closed_retention;
-        let built = tokio::task::spawn_blocking(move || {
-            let mut next = Records::clone(&base);
-            next.retain(|_, entry| !entry.expired(now, retention));
-            next.insert(key, entry);
-            let bytes = file::encode(&next).map_err(|e| StoreError::Io {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            file::replace(&path, &bytes)?;
-            Ok((next, base))
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(StoreError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(join.to_string()),
-            })
-        });
-        self.healthy.store(built.is_ok(), Ordering::Relaxed);
-        let (next, base) = built?;
-
-        let previous = {
-            let mut state = self.lock();
-            let previous = std::mem::replace(&mut state.records, Arc::new(next));
-            let ring = state.audit.entry(write.record.number.clone()).or_default();
-            ring.push_front(write.audit);
-            ring.truncate(self.options.audit_capacity);
-            previous
-        };
-        // Freeing the old set is O(n) too: the blocking pool does it.
-        tokio::task::spawn_blocking(move || drop((previous, base)));
-        // No receivers is fine: nobody is watching yet.
-        let _ = self.events.send(StoreEvent::Changed(write.record));
-        Ok(CasOutcome::Applied)
+        let options = self.options.clone();
+        async move {
+            let job = tokio::task::spawn_blocking(move || read(&db, &path, &options));
+            job.await
+                .unwrap_or_else(|join| Err(db_error(&self.path, join)))
+        }
+        .boxed()
     }
 }
 
@@ -221,23 +187,59 @@ impl BreakerStore for EmbeddedStore {
         number: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>> {
-        let found = self.live(number, id, now_ms());
-        async move { Ok(found) }.boxed()
+        let (number, id) = (number.to_owned(), id.to_owned());
+        self.read(move |db, path, options| {
+            let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+            let table = match txn.open_table(RECORDS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(db_error(path, e)),
+            };
+            let found = table
+                .get((number.as_str(), id.as_str()))
+                .map_err(|e| db_error(path, e))?;
+            Ok(found.and_then(|row| {
+                let entry = decode(&number, &id, row.value());
+                (!expired(entry.closed_at_ms, now_ms(), options.closed_retention))
+                    .then_some(entry.record)
+            }))
+        })
     }
 
     fn compare_and_set(&self, write: Write) -> BoxFuture<'_, Result<CasOutcome, StoreError>> {
-        self.apply(write).boxed()
+        async move {
+            write.validate()?;
+            let (reply, outcome) = oneshot::channel();
+            self.writer.submit(writer::Job { write, reply })?;
+            outcome.await.unwrap_or_else(|_| {
+                Err(db_error(
+                    &self.path,
+                    "the store's writer thread has stopped",
+                ))
+            })
+        }
+        .boxed()
     }
 
     fn list_active(&self) -> BoxFuture<'_, Result<Vec<StoredRecord>, StoreError>> {
-        let active = self
-            .lock()
-            .records
-            .values()
-            .filter(|entry| entry.record.active)
-            .map(|entry| entry.record.clone())
-            .collect();
-        async move { Ok(active) }.boxed()
+        self.read(|db, path, _| {
+            let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+            let table = match txn.open_table(RECORDS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_error(path, e)),
+            };
+            let mut active = Vec::new();
+            for row in table.iter().map_err(|e| db_error(path, e))? {
+                let (key, value) = row.map_err(|e| db_error(path, e))?;
+                let (number, id) = key.value();
+                let value = value.value();
+                if value.1 {
+                    active.push(decode(number, id, value).record);
+                }
+            }
+            Ok(active)
+        })
     }
 
     fn audit<'a>(
@@ -245,22 +247,208 @@ impl BreakerStore for EmbeddedStore {
         number: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
-        let lines = self
-            .lock()
-            .audit
-            .get(number)
-            .map(|ring| ring.iter().take(limit).cloned().collect())
-            .unwrap_or_default();
-        async move { Ok(lines) }.boxed()
+        let number = number.to_owned();
+        self.read(move |db, path, _| {
+            let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+            let table = match txn.open_table(AUDIT) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_error(path, e)),
+            };
+            let rows = table
+                .range((number.as_str(), 0)..=(number.as_str(), u64::MAX))
+                .map_err(|e| db_error(path, e))?;
+            let mut lines = Vec::new();
+            for row in rows.rev().take(limit) {
+                let (_, line) = row.map_err(|e| db_error(path, e))?;
+                lines.push(line.value().to_owned());
+            }
+            Ok(lines)
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
     }
 
-    /// False after the file could not be written, until a write succeeds.
+    /// False after a commit failed, until one succeeds.
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// A stored row back as a record.
+fn decode(number: &str, id: &str, value: (u64, bool, Option<u64>, &str)) -> Entry {
+    let (version, active, closed_at_ms, body) = value;
+    Entry {
+        record: StoredRecord {
+            id: id.to_owned(),
+            number: number.to_owned(),
+            version,
+            active,
+            body: body.to_owned(),
+        },
+        closed_at_ms,
+    }
+}
+
+/// Creates the tables and drops closed records whose retention has passed.
+/// O(n) once per start; from then on a read treats an expired record as
+/// absent, so nothing depends on when it is physically removed.
+fn prune(db: &Database, path: &Path, now: u64, retention: Duration) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(|e| db_error(path, e))?;
+    {
+        let mut records = txn.open_table(RECORDS).map_err(|e| db_error(path, e))?;
+        records
+            .retain(|_, (_, _, closed_at_ms, _)| !expired(closed_at_ms, now, retention))
+            .map_err(|e| db_error(path, e))?;
+        txn.open_table(AUDIT).map_err(|e| db_error(path, e))?;
+    }
+    txn.commit().map_err(|e| db_error(path, e))
+}
+
+/// What lies at the store's path.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Nothing,
+    Database,
+    /// Not a database: the former JSON format, or something corrupt, which
+    /// the JSON loader refuses with a message naming the file.
+    Other,
+}
+
+fn sniff(path: &Path) -> Result<Found, StoreError> {
+    let mut head = [0; REDB_MAGIC.len()];
+    let read = fs::File::open(path).and_then(|mut file| {
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read(&mut head[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    });
+    match read {
+        Ok(n) if n == head.len() && head == REDB_MAGIC => Ok(Found::Database),
+        // An empty file is what redb itself initializes as a new database.
+        Ok(0) => Ok(Found::Nothing),
+        Ok(_) => Ok(Found::Other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Found::Nothing),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Moves records of the former JSON format into a database at `path`, once.
+///
+/// Two layouts are migrated: `path` itself holding JSON (the JSON is first
+/// copied to `<path>.v1.json`, then replaced), and `path` absent with the
+/// JSON beside it under the extension `.json` (which is left as it was).
+/// The database is built under a temporary name and renamed into place, so
+/// a crash at any point leaves either the JSON to migrate again or the
+/// finished database, never half of one.
+fn migrate(path: &Path) -> Result<(), StoreError> {
+    let (source, backup) = match sniff(path)? {
+        Found::Database => return Ok(()),
+        Found::Other => (path.to_path_buf(), Some(suffixed(path, ".v1.json"))),
+        Found::Nothing => {
+            let beside = path.with_extension("json");
+            if beside == path || sniff(&beside)? != Found::Other {
+                return Ok(());
+            }
+            (beside, None)
+        }
+    };
+    let records = legacy::load(&source)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    if let Some(backup) = &backup {
+        fs::copy(&source, backup)
+            .and_then(|_| fs::File::open(backup)?.sync_all())
+            .map_err(io(backup))?;
+    }
+    let temp = suffixed(path, ".migrating");
+    match fs::remove_file(&temp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(&temp)(e)),
+        _ => {}
+    }
+    {
+        let db = Database::create(&temp).map_err(|e| open_error(&temp, e))?;
+        let txn = db.begin_write().map_err(|e| db_error(&temp, e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| db_error(&temp, e))?;
+            for ((number, id), entry) in &records {
+                let r = &entry.record;
+                table
+                    .insert(
+                        (number.as_str(), id.as_str()),
+                        (r.version, r.active, entry.closed_at_ms, r.body.as_str()),
+                    )
+                    .map_err(|e| db_error(&temp, e))?;
+            }
+        }
+        txn.commit().map_err(|e| db_error(&temp, e))?;
+    }
+    fs::rename(&temp, path).map_err(io(path))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&dir))?;
+    tracing::info!(
+        from = %source.display(),
+        to = %path.display(),
+        records = records.len(),
+        backup = backup.as_ref().map(|b| b.display().to_string()),
+        "migrated the embedded store's JSON file into its database"
+    );
+    Ok(())
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// An error opening the database: another process holding it is said so;
+/// anything else means the file is not a database we can read.
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "the database is open in another process",
+            ),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(source))
+            if source.kind() != io::ErrorKind::InvalidData =>
+        {
+            StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        other => StoreError::Corrupt {
+            what: path.display().to_string(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Any other database error, as an I/O error on the store's file.
+pub(super) fn db_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
     }
 }
 

@@ -31,7 +31,7 @@ impl InProcess {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         // Every gateway its own embedded store, unless `configure` says else.
-        config.store.path = dir.path().join("breakers.json");
+        config.store.path = dir.path().join("breakers.db");
         config.upstream.base_url = format!("http://{upstream}").parse().unwrap();
         config.listen.proxy = SocketAddr::from(([127, 0, 0, 1], 0));
         config.listen.admin = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -100,7 +100,7 @@ impl Process {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
         command
-            .env("WAGATE_STORE__PATH", dir.path().join("breakers.json"))
+            .env("WAGATE_STORE__PATH", dir.path().join("breakers.db"))
             .arg("serve")
             .arg("--config")
             .arg("/dev/null")

@@ -18,7 +18,7 @@ fn overrides_set_keys_of_every_type_and_win_over_the_file() {
             ("WAGATE_LIMITS__MAX_IN_FLIGHT", "100"),
             ("WAGATE_LISTEN__PROXY", "127.0.0.1:18080"),
             ("WAGATE_LOG__FORMAT", "json"),
-            ("WAGATE_STORE__PATH", "/var/lib/wagate/breakers.json"),
+            ("WAGATE_STORE__PATH", "/var/lib/wagate/breakers.db"),
             ("WAGATE_ADMIN__TOKEN", "12345"),
         ]),
     )
@@ -30,7 +30,7 @@ fn overrides_set_keys_of_every_type_and_win_over_the_file() {
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(
         c.store.path,
-        std::path::PathBuf::from("/var/lib/wagate/breakers.json")
+        std::path::PathBuf::from("/var/lib/wagate/breakers.db")
     );
     // A numeric-looking token stays a string because the key is a string.
     assert_eq!(c.admin.token.expose(), "12345");

@@ -17,30 +17,32 @@ use super::{Inner, now};
 use crate::breaker::{Breaker, State, TransitionRecord};
 use crate::store::{CasOutcome, StoreError, StoredRecord, Write};
 
-/// Writes back the active records this replica holds and the store has no
-/// record of at all, and returns what the snapshot should keep of them.
-///
-/// A Redis restarted without persistence (or flushed) comes back empty.
-/// Replacing the snapshot with its listing would forget every open breaker,
-/// and a locked number's next send would reach Meta. A record the store has
-/// closed or changed (closed records are kept for a retention time) is the
-/// store's word and wins; `pending` records are written by their own jobs.
-pub(super) async fn restore_lost(
-    engine: &Inner,
-    listed: &[Breaker],
-    pending: &[Breaker],
-) -> Vec<Breaker> {
+/// The records this replica holds that are neither in the store's listing
+/// nor `pending`: the candidates for [`restore_lost`]. O(records) and
+/// synchronous, so the engine runs it on the blocking pool; only the
+/// candidates are copied, and there are usually none.
+pub(super) fn unlisted(engine: &Inner, listed: &[Breaker], pending: &[Breaker]) -> Vec<Breaker> {
     let known: HashSet<String> = listed
         .iter()
         .chain(pending)
         .map(|b| b.key.storage_id())
         .collect();
+    engine.snapshot.missing_from(&known)
+}
+
+/// Writes back the `unlisted` active records this replica holds that the
+/// store has no record of at all, and returns what the snapshot should keep
+/// of them.
+///
+/// A Redis restarted without persistence (or flushed) comes back empty.
+/// Replacing the snapshot with its listing would forget every open breaker,
+/// and a locked number's next send would reach Meta. A record the store has
+/// closed or changed (closed records are kept for a retention time) is the
+/// store's word and wins; pending records are written by their own jobs.
+pub(super) async fn restore_lost(engine: &Inner, unlisted: Vec<Breaker>) -> Vec<Breaker> {
     let mut kept = Vec::new();
-    for held in engine.snapshot.all() {
+    for held in unlisted {
         let id = held.key.storage_id();
-        if known.contains(&id) {
-            continue;
-        }
         let current = match engine.store.get(held.key.number(), &id).await {
             Ok(None) => write_back(engine, &held).await,
             Ok(Some(current)) => Ok(Some(current)),

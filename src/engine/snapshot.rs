@@ -4,7 +4,7 @@
 //! when nothing is open anywhere, and one uncontended read lock plus a map
 //! lookup otherwise; never a store command.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -79,6 +79,17 @@ impl Snapshot {
         self.matching(|_| true)
     }
 
+    /// Copies of the records whose storage id is not in `known`.
+    pub(crate) fn missing_from(&self, known: &HashSet<String>) -> Vec<Breaker> {
+        self.read(|r| {
+            r.records
+                .iter()
+                .filter(|(id, _)| !known.contains(*id))
+                .map(|(_, b)| Breaker::clone(b))
+                .collect()
+        })
+    }
+
     /// Copies of the records `keep` selects; the others are not copied.
     pub(crate) fn matching(&self, keep: impl Fn(&Breaker) -> bool) -> Vec<Breaker> {
         self.read(|r| {
@@ -128,6 +139,12 @@ impl Snapshot {
     /// Makes the snapshot hold exactly `records` (a full resync) plus `keep`
     /// (local records not yet written to the store), the newer version
     /// winning; entries that did not change are left as they are.
+    ///
+    /// O(records), so the engine runs it on the blocking pool. The changes
+    /// are worked out under the read lock, which the gate shares; only
+    /// applying them takes the write lock, for as long as there are changes
+    /// (usually none). An entry a change event moved on in between keeps
+    /// that newer version.
     pub(crate) fn replace(&self, records: Vec<Breaker>, keep: Vec<Breaker>) {
         let mut latest: HashMap<String, Breaker> = HashMap::new();
         for record in records.into_iter().chain(keep) {
@@ -138,21 +155,36 @@ impl Snapshot {
                 }
             }
         }
-        let mut guard = self.write();
-        // Only what changed is touched: a resync of thousands of unchanged
-        // breakers would otherwise rebuild every entry and gauge series
-        // while holding the lock and the worker thread.
-        let gone: Vec<String> = guard
-            .records
-            .keys()
-            .filter(|id| !latest.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            guard.remove(&id);
+        // Each change carries the version held when it was worked out
+        // (`None`: absent), and applies only if that is still what is held.
+        let (gone, changed) = self.read(|r| {
+            let gone: Vec<(String, u64)> = r
+                .records
+                .iter()
+                .filter(|(id, _)| !latest.contains_key(*id))
+                .map(|(id, held)| (id.clone(), held.version))
+                .collect();
+            let changed: Vec<(String, Option<u64>, Breaker)> = latest
+                .into_iter()
+                .filter_map(|(id, record)| {
+                    let held = r.records.get(&id);
+                    held.is_none_or(|old| **old != record)
+                        .then(|| (id, held.map(|b| b.version), record))
+                })
+                .collect();
+            (gone, changed)
+        });
+        if gone.is_empty() && changed.is_empty() {
+            return;
         }
-        for (id, record) in latest {
-            if guard.records.get(&id).is_none_or(|old| **old != record) {
+        let mut guard = self.write();
+        for (id, seen) in gone {
+            if guard.records.get(&id).map(|b| b.version) == Some(seen) {
+                guard.remove(&id);
+            }
+        }
+        for (id, seen, record) in changed {
+            if guard.records.get(&id).map(|b| b.version) == seen {
                 guard.insert(id, record);
             }
         }

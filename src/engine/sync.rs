@@ -6,8 +6,8 @@
 //! never races itself; races with other replicas are settled by the store's
 //! check-and-set on the record version.
 
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{MissedTickBehavior, interval};
@@ -57,6 +57,13 @@ pub(super) async fn run(
                         info!("breaker store reconnected or events lagged: resyncing");
                         flush(&engine, &mut pending).await;
                         if pending.is_empty() {
+                            // A fresh receiver, taken before the listing is
+                            // read: what is queued now is covered by the
+                            // listing, and the lag count starts again. Kept,
+                            // the old receiver would lag again during a
+                            // resync of many records under a burst of
+                            // writes, and resync after resync.
+                            events = engine.store.subscribe();
                             resync(&engine, Vec::new()).await;
                         }
                     }
@@ -269,28 +276,43 @@ async fn tick(engine: &Inner, pending: &mut Vec<Job>) {
 }
 
 /// Replaces the snapshot with the store's active records plus `keep`.
-pub(super) async fn resync(engine: &Inner, keep: Vec<Breaker>) {
+pub(super) async fn resync(engine: &Arc<Inner>, keep: Vec<Breaker>) {
     match engine.store.list_active().await {
         Ok(records) => {
             // The store answered: the outage is over even when nothing was
             // written since, and `/readyz` must say so.
             engine.degraded.store(false, Ordering::Release);
             let active = records.len();
-            // Parsing every record is O(records): on the blocking pool, so a
-            // resync of many breakers does not hold up the requests this
-            // runtime serves.
-            let parsed = tokio::task::spawn_blocking(move || parse_all(&records)).await;
-            let mut breakers = match parsed {
-                Ok(breakers) => breakers,
+            // Parsing every record, and finding what the snapshot holds
+            // that the listing lacks, are O(records): on the blocking pool,
+            // so a resync of many breakers does not hold up the requests
+            // this runtime serves.
+            let inner = Arc::clone(engine);
+            let parsed = tokio::task::spawn_blocking(move || {
+                let breakers = parse_all(&records);
+                let unlisted = super::restore::unlisted(&inner, &breakers, &keep);
+                (breakers, unlisted, keep)
+            })
+            .await;
+            let (mut breakers, unlisted, keep) = match parsed {
+                Ok(parsed) => parsed,
                 Err(error) => {
                     engine.metrics.store_error("list_active");
                     warn!(%error, "parsing the breaker records failed; snapshot left as it was");
                     return;
                 }
             };
-            let lost = super::restore::restore_lost(engine, &breakers, &keep).await;
+            let lost = super::restore::restore_lost(engine, unlisted).await;
             breakers.extend(lost);
-            engine.snapshot.replace(breakers, keep);
+            // The diff with the snapshot is O(records) as well.
+            let inner = Arc::clone(engine);
+            let replaced =
+                tokio::task::spawn_blocking(move || inner.snapshot.replace(breakers, keep)).await;
+            if let Err(error) = replaced {
+                engine.metrics.store_error("list_active");
+                warn!(%error, "resyncing the snapshot failed; snapshot left as it was");
+                return;
+            }
             engine.metrics.resync();
             debug!(active, "breaker snapshot resynced");
         }

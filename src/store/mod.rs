@@ -29,7 +29,10 @@ pub use self::redis::{RedisOptions, RedisStore};
 
 /// How many change events a slow subscriber may fall behind before it sees
 /// `RecvError::Lagged`, which it must treat like [`StoreEvent::Resync`].
-pub const EVENT_CAPACITY: usize = 1024;
+/// Room for a burst of a few thousand transitions (a WABA-wide event) while
+/// the engine is busy, without holding much: a slot keeps its record until
+/// it is overwritten.
+pub const EVENT_CAPACITY: usize = 4096;
 
 /// One stored breaker record: an opaque JSON body under a version number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,9 @@
 //! # Layout
 //!
 //! The arrows go one way: `app` wires everything; `proxy` and `admin` use
-//! `breaker` and `store`; `breaker` uses nothing but `graph`; `graph` uses
-//! nothing of ours.
+//! `engine` and `breaker`, never `store`; `engine` uses `breaker` and
+//! `store`; `breaker` uses nothing but `graph`; `graph` uses nothing of
+//! ours. `docs/architecture.md` draws them all.
 //!
 //! - [`app`]: builds the gateway from the configuration and runs it.
 //! - [`proxy`]: the reverse proxy: routes, upstream client, inspection,
@@ -17,7 +18,7 @@
 //! - [`engine`]: the breaker engine: the machine applied to a local
 //!   snapshot, written through to the store, fail-static.
 //! - [`store`]: where breaker state lives: the `BreakerStore` trait, the
-//!   embedded file store and the Redis store.
+//!   embedded store (redb) and the Redis store.
 //! - [`admin`]: the admin listener: metrics, health checks, admin API.
 //! - [`breaker`]: the pure breaker state machine and the rules table.
 //! - [`graph`]: Meta's API model (error envelope).

@@ -12,7 +12,7 @@ use wagate::config::Config;
 /// mimalloc serves a proxied send's allocations (the upstream connection's
 /// 8 KiB read buffer among them) from per-thread free lists, where glibc
 /// takes its slow path: 4.4% fewer instructions and about 3% less CPU per
-/// send (README, Benchmarks). `no_thp` keeps its heap out of transparent
+/// send (BENCHMARKS.md). `no_thp` keeps its heap out of transparent
 /// huge pages, which otherwise raise peak memory by 20 MiB while a large
 /// upload streams.
 #[global_allocator]

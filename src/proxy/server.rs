@@ -58,7 +58,7 @@ pub async fn serve<S>(
         .timer(TokioTimer::new())
         // The slow-loris guard is the connection's watchdog: hyper's own
         // sets and cancels a timer for every request, 5% of a proxied
-        // send's instructions (README, Benchmarks).
+        // send's instructions (BENCHMARKS.md).
         .header_read_timeout(None)
         // Copy each response's head and body into one buffer and write(2)
         // it, rather than queueing buffers for writev(2): responses are
@@ -72,7 +72,7 @@ pub async fn serve<S>(
         // left, a 131031 perhaps, would then never reach the breakers. Not
         // reading also saves a fresh 8 KiB read buffer per request (the old
         // one is still shared with the request's headers): 4% less CPU per
-        // send (README, Benchmarks). A client that hung up is noticed when
+        // send (BENCHMARKS.md). A client that hung up is noticed when
         // its response is written; the upstream deadline bounds the wait.
         .half_close(true);
     builder.http2().timer(TokioTimer::new());

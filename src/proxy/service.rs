@@ -154,7 +154,7 @@ impl Shared {
     /// response never holds the request. That keeps the future small (an
     /// `async fn` holding the request took 2,176 bytes, beyond the 1,032
     /// that glibc's per-thread cache serves): no copy of two KiB per
-    /// request (see README, Benchmarks).
+    /// request (see BENCHMARKS.md).
     fn forward(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,

@@ -19,8 +19,7 @@
 //! otherwise the timer is armed again at the new earliest deadline. Under a
 //! steady stream of requests the timer therefore fires about once per
 //! timeout instead of being set and cancelled for every request (which
-//! takes the timer driver's lock twice per request: see README,
-//! Benchmarks).
+//! takes the timer driver's lock twice per request: see BENCHMARKS.md).
 //!
 //! The upstream deadline works this way only because an HTTP/1 connection's
 //! service future runs inside the connection's task: the service must not

@@ -62,7 +62,8 @@ wait_port() {
   exit 1
 }
 
-# A text send of exactly 314 bytes, the size used in DESIGN.md's budget.
+# A text send of exactly 314 bytes: a typical template-free text message,
+# the size every proxy benchmark in BENCHMARKS.md sends.
 send_body() {
   python3 -c '
 import json

@@ -95,7 +95,8 @@ if [ "$(readlink -f "/proc/$wagate_pid/exe")" != "$bin" ]; then
   exit 1
 fi
 
-# A text send of exactly 314 bytes, the size used in DESIGN.md's budget.
+# A text send of exactly 314 bytes: a typical template-free text message,
+# the size every proxy benchmark in BENCHMARKS.md sends.
 body=$(send_body)
 [ ${#body} -eq 314 ] || { echo "body is ${#body} bytes, not 314" >&2; exit 1; }
 printf '%s' "$body" >"$work/body.json"

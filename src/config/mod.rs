@@ -1,9 +1,10 @@
 //! Configuration: `config/wagate.toml`, overridden by `WAGATE_<SECTION>__<KEY>`
 //! environment variables, validated once at start-up.
 //!
-//! The key names of DESIGN.md's contract table (`listen.proxy`,
-//! `upstream.base_url`, `store.redis_url`, `admin.token`, `webhook.*`,
-//! `health.access_token`) are fixed: operators script against them.
+//! The key names that deployments set (`listen.proxy`, `upstream.base_url`,
+//! `store.redis_url`, `admin.token`, `webhook.*`, `health.access_token`, all
+//! in the README's configuration table) are fixed: operators script
+//! against them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -129,7 +129,7 @@ fn tcp_connector(config: &config::Upstream) -> HttpConnector {
 /// An HTTP/1.1 client connection carries one request at a time, so pairing
 /// it with its own upstream connection skips the shared pool's checkout,
 /// locking and wake-ups on every request: the cheapest way to forward
-/// (DESIGN.md, "Performance budget"). When the slot is busy (concurrent
+/// (BENCHMARKS.md, "The proxy path"). When the slot is busy (concurrent
 /// HTTP/2 streams on one client connection) requests use the shared pool.
 ///
 /// Its requests' upstream deadline is kept by the client connection's

@@ -113,28 +113,57 @@ start_sim() {
   wait_port "$sim_port" $!
 }
 
-# trip_numbers <admin port> <token> <reason> <number>...: trips each number
-# through the admin API, in order, over one keep-alive connection; a
-# number written first-last is the range. Prints the seconds it took;
-# fails on the first answer that is not a 200.
+# trip_numbers <admin port> <token> <reason> [-c<clients>] [-t<file>]
+#   <number>...: trips each number through the admin API over keep-alive
+# connections, <clients> at once (default 1: one connection, in order); a
+# number written first-last is the range. Prints the seconds it took, and
+# with -t writes each trip's latency (ms) to <file>, one a line. Fails on
+# the first answer that is not a 200.
 trip_numbers() {
   python3 - "$@" <<'PY'
-import http.client, json, sys, time
+import http.client, json, sys, threading, time
 port, token, reason = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rest = sys.argv[4:]
+clients = 1
+if len(rest) > 1 and rest[0].startswith("-c"):
+    clients, rest = int(rest[0][2:]), rest[1:]
+timings_path = None
+if rest and rest[0].startswith("-t"):
+    timings_path, rest = rest[0][2:], rest[1:]
 numbers = []
-for arg in sys.argv[4:]:
+for arg in rest:
     first, _, last = arg.partition("-")
     numbers.extend(range(int(first), int(last or first) + 1))
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 body = json.dumps({"reason": reason})
 headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+lock, timings, failures = threading.Lock(), [], []
+queue = iter(numbers)
+def client():
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    while not failures:
+        with lock:
+            n = next(queue, None)
+        if n is None:
+            return
+        start = time.monotonic()
+        conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
+        response = conn.getresponse()
+        answer = response.read()
+        with lock:
+            timings.append((time.monotonic() - start) * 1000)
+            if response.status != 200:
+                failures.append(f"port {port}: trip {n}: HTTP {response.status} {answer[:300]!r}")
 start = time.monotonic()
-for n in numbers:
-    conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
-    response = conn.getresponse()
-    answer = response.read()
-    if response.status != 200:
-        sys.exit(f"port {port}: trip {n}: HTTP {response.status} {answer[:300]!r}")
+threads = [threading.Thread(target=client) for _ in range(clients)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+if failures:
+    sys.exit(failures[0])
+if timings_path:
+    with open(timings_path, "w") as f:
+        f.write("\n".join(f"{t:.3f}" for t in timings))
 print(f"{time.monotonic() - start:.1f}")
 PY
 }

@@ -63,48 +63,6 @@ start_sim
 send_body >"$work/body.json"
 token=bench-admin-token
 
-# trips <admin port> <first number> <count> <clients> [timings file]:
-# trips count numbers from first on, through the admin API, from `clients`
-# keep-alive connections at once; prints the seconds taken, and with a
-# file writes each trip's latency (ms) there. Fails on an answer not 200.
-trips() {
-  python3 - "$token" "$@" <<'PY'
-import http.client, json, sys, threading, time
-token, port, first, count, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-timings_path = sys.argv[6] if len(sys.argv) > 6 else None
-body = json.dumps({"reason": "bench-store"})
-headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
-lock, timings, failures = threading.Lock(), [], []
-numbers = iter(range(first, first + count))
-def client():
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    while True:
-        with lock:
-            n = next(numbers, None)
-        if n is None or failures:
-            return
-        start = time.monotonic()
-        conn.request("POST", f"/admin/breakers/{n}/trip", body, headers)
-        response = conn.getresponse()
-        answer = response.read()
-        took = (time.monotonic() - start) * 1000
-        with lock:
-            if response.status != 200:
-                failures.append(f"trip {n}: HTTP {response.status} {answer[:200]!r}")
-            timings.append(took)
-start = time.monotonic()
-threads = [threading.Thread(target=client) for _ in range(clients)]
-for t in threads: t.start()
-for t in threads: t.join()
-if failures:
-    sys.exit(failures[0])
-if timings_path:
-    with open(timings_path, "w") as f:
-        f.write("\n".join(f"{t:.3f}" for t in timings))
-print(f"{time.monotonic() - start:.1f}")
-PY
-}
-
 percentiles() { # file -> "median p99"
   python3 -c '
 import statistics, sys
@@ -173,8 +131,8 @@ for store in $stores; do
     pids+=($gateway)
     wait_port "$admin_port" "$gateway"
 
-    held=$(trips "$admin_port" 300000000000000 "$size" 16)
-    trips "$admin_port" 310000000000000 200 1 "$work/timings" >/dev/null
+    held=$(trip_numbers "$admin_port" "$token" bench-store -c16 "300000000000000-$((300000000000000 + size - 1))")
+    trip_numbers "$admin_port" "$token" bench-store "-t$work/timings" 310000000000000-310000000000199 >/dev/null
     read -r t50 t99 <<<"$(percentiles "$work/timings")"
     before=$(resyncs)
     wait_resync "$before"
@@ -183,7 +141,7 @@ for store in $stores; do
     before=$(resyncs)
     read -r sync99 syncmax <<<"$(latency 32)"
     [ "$(resyncs)" -gt "$before" ] || echo "warning: no resync during the 32 s run" >&2
-    trips "$admin_port" 320000000000000 1000 64 >"$work/burst" &
+    trip_numbers "$admin_port" "$token" bench-store -c64 320000000000000-320000000000999 >"$work/burst" &
     burst=$!
     read -r burst99 burstmax <<<"$(latency 8)"
     wait "$burst"

@@ -189,12 +189,7 @@ impl BreakerStore for EmbeddedStore {
     ) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>> {
         let (number, id) = (number.to_owned(), id.to_owned());
         self.read(move |db, path, options| {
-            let txn = db.begin_read().map_err(|e| db_error(path, e))?;
-            let table = match txn.open_table(RECORDS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(db_error(path, e)),
-            };
+            let table = read_table(db, path, RECORDS)?;
             let found = table
                 .get((number.as_str(), id.as_str()))
                 .map_err(|e| db_error(path, e))?;
@@ -223,12 +218,7 @@ impl BreakerStore for EmbeddedStore {
 
     fn list_active(&self) -> BoxFuture<'_, Result<Vec<StoredRecord>, StoreError>> {
         self.read(|db, path, _| {
-            let txn = db.begin_read().map_err(|e| db_error(path, e))?;
-            let table = match txn.open_table(RECORDS) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(db_error(path, e)),
-            };
+            let table = read_table(db, path, RECORDS)?;
             let mut active = Vec::new();
             for row in table.iter().map_err(|e| db_error(path, e))? {
                 let (key, value) = row.map_err(|e| db_error(path, e))?;
@@ -249,12 +239,7 @@ impl BreakerStore for EmbeddedStore {
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
         let number = number.to_owned();
         self.read(move |db, path, _| {
-            let txn = db.begin_read().map_err(|e| db_error(path, e))?;
-            let table = match txn.open_table(AUDIT) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(db_error(path, e)),
-            };
+            let table = read_table(db, path, AUDIT)?;
             let rows = table
                 .range((number.as_str(), 0)..=(number.as_str(), u64::MAX))
                 .map_err(|e| db_error(path, e))?;
@@ -275,6 +260,17 @@ impl BreakerStore for EmbeddedStore {
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+}
+
+/// `definition`'s table in a read transaction of its own. Both tables exist
+/// from the moment the store is open (`prune` creates them).
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    db: &Database,
+    path: &Path,
+    definition: TableDefinition<'static, K, V>,
+) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
+    let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+    txn.open_table(definition).map_err(|e| db_error(path, e))
 }
 
 /// A stored row back as a record.
@@ -318,19 +314,11 @@ enum Found {
 }
 
 fn sniff(path: &Path) -> Result<Found, StoreError> {
-    let mut head = [0; REDB_MAGIC.len()];
-    let read = fs::File::open(path).and_then(|mut file| {
-        let mut filled = 0;
-        while filled < head.len() {
-            match file.read(&mut head[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        Ok(filled)
-    });
+    let mut head = Vec::with_capacity(REDB_MAGIC.len());
+    let read = fs::File::open(path)
+        .and_then(|file| file.take(REDB_MAGIC.len() as u64).read_to_end(&mut head));
     match read {
-        Ok(n) if n == head.len() && head == REDB_MAGIC => Ok(Found::Database),
+        Ok(_) if head == REDB_MAGIC => Ok(Found::Database),
         // An empty file is what redb itself initializes as a new database.
         Ok(0) => Ok(Found::Nothing),
         Ok(_) => Ok(Found::Other),

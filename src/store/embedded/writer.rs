@@ -119,20 +119,19 @@ fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
 /// the whole transaction commits.
 fn commit(shared: &Shared, batch: &[Job]) -> Result<Vec<CasOutcome>, StoreError> {
     let path = &shared.path;
-    let err = |e: &dyn std::fmt::Display| db_error(path, e);
     let now = now_ms();
-    let txn = shared.db.begin_write().map_err(|e| err(&e))?;
+    let txn = shared.db.begin_write().map_err(|e| db_error(path, e))?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
-        let mut records = txn.open_table(RECORDS).map_err(|e| err(&e))?;
-        let mut audit = txn.open_table(AUDIT).map_err(|e| err(&e))?;
+        let mut records = txn.open_table(RECORDS).map_err(|e| db_error(path, e))?;
+        let mut audit = txn.open_table(AUDIT).map_err(|e| db_error(path, e))?;
         for job in batch {
             let write = &job.write;
             let record = &write.record;
             let key = (record.number.as_str(), record.id.as_str());
             let current = records
                 .get(key)
-                .map_err(|e| err(&e))?
+                .map_err(|e| db_error(path, e))?
                 .map(|row| decode(key.0, key.1, row.value()))
                 .filter(|e| !expired(e.closed_at_ms, now, shared.options.closed_retention));
             if current.as_ref().map_or(0, |e| e.record.version) != write.expected_version {
@@ -152,18 +151,18 @@ fn commit(shared: &Shared, batch: &[Job]) -> Result<Vec<CasOutcome>, StoreError>
                         record.body.as_str(),
                     ),
                 )
-                .map_err(|e| err(&e))?;
+                .map_err(|e| db_error(path, e))?;
             append_audit(
                 &mut audit,
                 key.0,
                 &write.audit,
                 shared.options.audit_capacity,
             )
-            .map_err(|e| err(&e))?;
+            .map_err(|e| db_error(path, e))?;
             outcomes.push(CasOutcome::Applied);
         }
     }
-    txn.commit().map_err(|e| err(&e))?;
+    txn.commit().map_err(|e| db_error(path, e))?;
     Ok(outcomes)
 }
 

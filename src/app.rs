@@ -61,7 +61,8 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry)?;
-    let breaker_metrics = BreakerMetrics::new(&registry)?;
+    let breaker_metrics =
+        BreakerMetrics::new(&registry)?.with_number_series(config.metrics.number_series);
     let readiness = Readiness::default();
 
     let store = crate::store::open(&config.store).await?;

@@ -6,6 +6,7 @@
 //! paths. Counters on the hot path are resolved once at start-up, so counting
 //! a request is an atomic add with no label lookup.
 
+use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -164,10 +165,16 @@ impl Metrics {
     }
 }
 
+/// The default of `metrics.number_series`: enough for a dashboard's table
+/// of open numbers, while a scrape stays small when a WABA-wide event opens
+/// tens of thousands (`wagate_breakers` counts them all).
+pub const DEFAULT_NUMBER_SERIES: usize = 1_000;
+
 /// The metrics of the breaker engine and the gate.
 #[derive(Clone)]
 pub struct BreakerMetrics {
-    state: IntGaugeVec,
+    registry: Registry,
+    number_series: usize,
     by_state: IntGaugeVec,
     transitions: IntCounterVec,
     refused: IntCounterVec,
@@ -178,13 +185,6 @@ pub struct BreakerMetrics {
 impl BreakerMetrics {
     /// Registers every breaker metric on `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let state = IntGaugeVec::new(
-            Opts::new(
-                "wagate_breaker_state",
-                "1 for the state of each phone number whose breaker is not closed (absent = closed).",
-            ),
-            &["phone_number_id", "state"],
-        )?;
         let by_state = IntGaugeVec::new(
             Opts::new(
                 "wagate_breakers",
@@ -217,7 +217,6 @@ impl BreakerMetrics {
             "wagate_store_resyncs_total",
             "Full reloads of the breaker snapshot from the store.",
         )?;
-        registry.register(Box::new(state.clone()))?;
         registry.register(Box::new(by_state.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(refused.clone()))?;
@@ -229,7 +228,8 @@ impl BreakerMetrics {
             }
         }
         Ok(Self {
-            state,
+            registry: registry.clone(),
+            number_series: DEFAULT_NUMBER_SERIES,
             by_state,
             transitions,
             refused,
@@ -252,15 +252,7 @@ impl BreakerMetrics {
 
     /// A breaker entered the snapshot in `state` (or changed to it).
     pub fn breaker_added(&self, key: &BreakerKey, state: State) {
-        let kind = match key {
-            BreakerKey::Number(number) => {
-                self.state
-                    .with_label_values(&[number.as_str(), state.as_str()])
-                    .set(1);
-                "number"
-            }
-            BreakerKey::Pair { .. } => "pair",
-        };
+        let kind = kind(key);
         self.by_state
             .with_label_values(&[state.as_str(), kind])
             .inc();
@@ -268,18 +260,28 @@ impl BreakerMetrics {
 
     /// A breaker in `state` left the snapshot (or changed from it).
     pub fn breaker_removed(&self, key: &BreakerKey, state: State) {
-        let kind = match key {
-            BreakerKey::Number(number) => {
-                let _ = self
-                    .state
-                    .remove_label_values(&[number.as_str(), state.as_str()]);
-                "number"
-            }
-            BreakerKey::Pair { .. } => "pair",
-        };
+        let kind = kind(key);
         self.by_state
             .with_label_values(&[state.as_str(), kind])
             .dec();
+    }
+
+    /// Shows at most `limit` numbers one by one in `wagate_breaker_state`.
+    pub fn with_number_series(mut self, limit: usize) -> Self {
+        self.number_series = limit;
+        self
+    }
+
+    /// The most numbers `wagate_breaker_state` shows one by one.
+    pub fn number_series(&self) -> usize {
+        self.number_series
+    }
+
+    /// Adds a collector rendered at scrape time, such as the per-number
+    /// state series, which is built from the snapshot when scraped rather
+    /// than kept as one gauge per number.
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
     }
 
     /// The counter of sends refused for `number`, resolved once per
@@ -296,5 +298,13 @@ impl BreakerMetrics {
     /// Counts a full resync.
     pub fn resync(&self) {
         self.resyncs.inc();
+    }
+}
+
+/// The `kind` label of a key.
+fn kind(key: &BreakerKey) -> &'static str {
+    match key {
+        BreakerKey::Number(_) => "number",
+        BreakerKey::Pair { .. } => "pair",
     }
 }

@@ -45,6 +45,8 @@ pub struct Config {
     pub server: Server,
     /// Logging.
     pub log: Log,
+    /// What `/metrics` shows.
+    pub metrics: MetricsConfig,
     /// Where breaker state lives.
     pub store: Store,
     /// The admin API.
@@ -197,6 +199,23 @@ impl Default for Log {
         Self {
             format: LogFormat::Pretty,
             level: "info".to_owned(),
+        }
+    }
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The most phone numbers `wagate_breaker_state` shows one by one (held
+    /// first, then open, then ramping). `wagate_breakers` counts them all.
+    pub number_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            number_series: crate::metrics::DEFAULT_NUMBER_SERIES,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::breaker::{
     Breaker, BreakerKey, Decision, Event, Observed, OperatorAction, Rules, Settings, State,
@@ -32,7 +32,7 @@ use crate::graph::GraphError;
 use crate::metrics::BreakerMetrics;
 use crate::store::{BreakerStore, StoreError};
 
-use self::snapshot::Snapshot;
+use self::snapshot::{Snapshot, StateSeries};
 use self::sync::Job;
 
 /// How often the engine does its background work.
@@ -121,6 +121,17 @@ impl Breakers {
                 degraded: AtomicBool::new(false),
             }),
         };
+        let series = StateSeries::new(
+            Arc::downgrade(&engine.inner),
+            |inner: &Inner| &inner.snapshot,
+            engine.inner.metrics.number_series(),
+        );
+        match series.map(|series| engine.inner.metrics.register(Box::new(series))) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) | Err(error) => {
+                warn!(%error, "per-number breaker state series not registered");
+            }
+        }
         sync::resync(&engine.inner, Vec::new()).await;
         tokio::spawn(sync::run(
             Arc::downgrade(&engine.inner),

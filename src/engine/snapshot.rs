@@ -6,7 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGauge, IntGaugeVec, Opts};
 
 use crate::breaker::{Breaker, BreakerKey, State};
 use crate::metrics::BreakerMetrics;
@@ -67,6 +71,18 @@ impl Snapshot {
         keep: impl FnOnce(&Breaker) -> bool,
     ) -> Option<Arc<Breaker>> {
         self.read(|r| r.records.get(id).filter(|b| keep(b)).cloned())
+    }
+
+    /// The records of numbers (not pairs), shared rather than copied: the
+    /// lock is held for one pass.
+    fn numbers(&self) -> Vec<Arc<Breaker>> {
+        self.read(|r| {
+            r.records
+                .values()
+                .filter(|b| matches!(b.key, BreakerKey::Number(_)))
+                .cloned()
+                .collect()
+        })
     }
 
     /// Whether `number` has any pair back-off records.
@@ -235,6 +251,102 @@ impl Records {
     }
 }
 
+/// `wagate_breaker_state`: one series per number whose breaker is not
+/// closed, built from the snapshot when `/metrics` is scraped instead of
+/// kept as a gauge per number, which at 100,000 open numbers would cost
+/// more memory than the records themselves. At most `limit` numbers are
+/// shown (held first, then open, then ramping, each by id, so the set is
+/// stable from scrape to scrape); `wagate_breaker_state_omitted` counts the
+/// rest.
+pub(crate) struct StateSeries {
+    numbers: Box<dyn Fn() -> Vec<Arc<Breaker>> + Send + Sync>,
+    limit: usize,
+    // Reused by every scrape; the lock keeps two scrapes from mixing.
+    gauges: Mutex<(IntGaugeVec, IntGauge)>,
+    descs: Vec<Desc>,
+}
+
+impl StateSeries {
+    /// The series of the snapshot `of` returns (none once it is gone),
+    /// showing at most `limit` numbers.
+    pub(crate) fn new<T: Send + Sync + 'static>(
+        owner: Weak<T>,
+        of: fn(&T) -> &Snapshot,
+        limit: usize,
+    ) -> Result<Self, prometheus::Error> {
+        let states = IntGaugeVec::new(
+            Opts::new(
+                "wagate_breaker_state",
+                "1 for the state of each phone number whose breaker is not closed (absent = closed), up to metrics.number_series numbers.",
+            ),
+            &["phone_number_id", "state"],
+        )?;
+        let omitted = IntGauge::new(
+            "wagate_breaker_state_omitted",
+            "Numbers whose breaker is not closed but that wagate_breaker_state leaves out (over metrics.number_series).",
+        )?;
+        let descs = states
+            .desc()
+            .into_iter()
+            .chain(omitted.desc())
+            .cloned()
+            .collect();
+        Ok(Self {
+            numbers: Box::new(move || {
+                owner
+                    .upgrade()
+                    .map(|owner| of(&owner).numbers())
+                    .unwrap_or_default()
+            }),
+            limit,
+            gauges: Mutex::new((states, omitted)),
+            descs,
+        })
+    }
+}
+
+impl Collector for StateSeries {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut numbers = (self.numbers)();
+        let order = |a: &Arc<Breaker>, b: &Arc<Breaker>| {
+            (rank(a.state), a.key.number()).cmp(&(rank(b.state), b.key.number()))
+        };
+        let omitted = numbers.len().saturating_sub(self.limit);
+        if omitted > 0 {
+            numbers.select_nth_unstable_by(self.limit, order);
+            numbers.truncate(self.limit);
+        }
+        numbers.sort_unstable_by(order);
+        let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        let (states, count) = &*gauges;
+        states.reset();
+        for breaker in &numbers {
+            states
+                .with_label_values(&[breaker.key.number(), breaker.state.as_str()])
+                .set(1);
+        }
+        count.set(omitted as i64);
+        let mut families = states.collect();
+        families.extend(count.collect());
+        states.reset();
+        families
+    }
+}
+
+/// The order [`StateSeries`] picks numbers in when it cannot show them all.
+fn rank(state: State) -> u8 {
+    match state {
+        State::Held => 0,
+        State::Open => 1,
+        State::Ramping => 2,
+        State::Closed => 3,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +393,10 @@ mod tests {
     #[test]
     fn gauges_follow_every_change() {
         let registry = prometheus::Registry::new();
-        let snapshot = Snapshot::new(BreakerMetrics::new(&registry).unwrap());
+        let metrics = BreakerMetrics::new(&registry).unwrap();
+        let snapshot = Arc::new(Snapshot::new(metrics.clone()));
+        let series = StateSeries::new(Arc::downgrade(&snapshot), |s| s, 10).unwrap();
+        metrics.register(Box::new(series)).unwrap();
         let open = [("phone_number_id", "1"), ("state", "open")];
         let count = [("state", "open"), ("kind", "number")];
         assert!(snapshot.is_empty());
@@ -325,5 +440,57 @@ mod tests {
         snapshot.replace(vec![], vec![]);
         assert!(snapshot.is_empty());
         assert_eq!(gauge(&registry, "wagate_breakers", &count), Some(0.0));
+    }
+
+    #[test]
+    fn state_series_show_at_most_the_limit_held_first() {
+        let registry = prometheus::Registry::new();
+        let metrics = BreakerMetrics::new(&registry).unwrap();
+        let snapshot = Arc::new(Snapshot::new(metrics.clone()));
+        metrics
+            .register(Box::new(
+                StateSeries::new(Arc::downgrade(&snapshot), |s| s, 2).unwrap(),
+            ))
+            .unwrap();
+        for number in ["5", "3", "4"] {
+            snapshot.offer(tripped(number, 131031), true);
+        }
+        let mut held = tripped("9", 131031);
+        held.state = State::Held;
+        snapshot.offer(held, true);
+
+        let shown = |number: &str, state: &str| {
+            gauge(
+                &registry,
+                "wagate_breaker_state",
+                &[("phone_number_id", number), ("state", state)],
+            )
+        };
+        assert_eq!(shown("9", "held"), Some(1.0));
+        assert_eq!(shown("3", "open"), Some(1.0));
+        assert_eq!(shown("4", "open"), None);
+        assert_eq!(shown("5", "open"), None);
+        assert_eq!(
+            gauge(&registry, "wagate_breaker_state_omitted", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            gauge(
+                &registry,
+                "wagate_breakers",
+                &[("state", "open"), ("kind", "number")]
+            ),
+            Some(3.0)
+        );
+
+        // Under the limit every number shows, and nothing is omitted.
+        snapshot.close(&BreakerKey::for_number("9"), u64::MAX);
+        snapshot.close(&BreakerKey::for_number("5"), u64::MAX);
+        assert_eq!(shown("3", "open"), Some(1.0));
+        assert_eq!(shown("4", "open"), Some(1.0));
+        assert_eq!(
+            gauge(&registry, "wagate_breaker_state_omitted", &[]),
+            Some(0.0)
+        );
     }
 }

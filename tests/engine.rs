@@ -420,3 +420,55 @@ async fn records_a_restarted_redis_lost_are_written_back_but_closings_stand() {
     assert_eq!(store.get(closed, closed).await.unwrap(), None);
     assert_eq!(r.engine.get(closed), None);
 }
+
+/// A resync compares versions and reads only what changed: a replica
+/// joining a store of 300 open breakers loads them all (one full listing),
+/// and a record changed behind its back (no change event) is read again at
+/// the next resync while the others are left as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_reads_only_the_records_whose_version_moved() {
+    let server = RedisServer::start();
+    let prefix = unique_name("engine-versions");
+    let store = Arc::new(
+        RedisStore::connect(&[server.url()], redis_options(&prefix))
+            .await
+            .unwrap(),
+    );
+    let a = replica(store.clone(), Rules::defaults(), Timing::default()).await;
+    let tripped = numbers(200_000_000_007_000, 300);
+    for number in &tripped {
+        a.engine.observe(number, &lock_error("a"), None);
+    }
+    wait_until(DEADLINE, "300 trips are stored", || trips_stored(&a) == 300).await;
+
+    let timing = Timing {
+        resync_interval: Duration::from_millis(100),
+        tick_interval: Duration::from_secs(1),
+    };
+    let b = replica(store.clone(), Rules::defaults(), timing).await;
+    assert_eq!(b.engine.list().len(), 300);
+    for number in &tripped {
+        assert_eq!(b.engine.get(number), a.engine.get(number), "{number}");
+    }
+
+    // Another writer moves one record on without publishing the change.
+    let changed = &tripped[7];
+    let record = store.get(changed, changed).await.unwrap().unwrap();
+    let mut body: Value = serde_json::from_str(&record.body).unwrap();
+    body["reason"] = "changed without an event".into();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:{{{changed}}}:rec:{changed}"))
+        .arg(&[("version", "2")])
+        .arg("body")
+        .arg(body.to_string())
+        .query(&mut server.connection())
+        .unwrap();
+    wait_until(DEADLINE, "a resync reads the moved record", || {
+        b.engine.get(changed).is_some_and(|breaker| {
+            breaker.version == 2 && breaker.reason == "changed without an event"
+        })
+    })
+    .await;
+    assert_eq!(b.engine.list().len(), 300);
+    assert_eq!(b.engine.get(&tripped[8]), a.engine.get(&tripped[8]));
+}

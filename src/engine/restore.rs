@@ -15,7 +15,7 @@ use tracing::warn;
 use super::sync::{parse, stored};
 use super::{Inner, now};
 use crate::breaker::{Breaker, State, TransitionRecord};
-use crate::store::{CasOutcome, StoreError, StoredRecord, Write};
+use crate::store::{CasOutcome, ListedVersion, StoreError, StoredRecord, Write};
 
 /// The records this replica holds that are neither in the store's listing
 /// nor `pending`: the candidates for [`restore_lost`]. O(records) and
@@ -27,7 +27,26 @@ pub(super) fn unlisted(engine: &Inner, listed: &[Breaker], pending: &[Breaker]) 
         .chain(pending)
         .map(|b| b.key.storage_id())
         .collect();
-    engine.snapshot.missing_from(&known)
+    engine.snapshot.missing_from(|id| known.contains(id))
+}
+
+/// [`unlisted`] for a resync by versions: what the snapshot holds that is
+/// neither `listed` by the store, nor `fetched`, nor `pending`.
+pub(super) fn unlisted_by_version(
+    engine: &Inner,
+    listed: &[ListedVersion],
+    fetched: &[Breaker],
+    pending: &[Breaker],
+) -> Vec<Breaker> {
+    let ids: HashSet<String> = fetched
+        .iter()
+        .chain(pending)
+        .map(|b| b.key.storage_id())
+        .collect();
+    let listed: HashSet<&str> = listed.iter().map(|entry| entry.id.as_str()).collect();
+    engine
+        .snapshot
+        .missing_from(|id| listed.contains(id) || ids.contains(id))
 }
 
 /// Writes back the `unlisted` active records this replica holds that the

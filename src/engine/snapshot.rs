@@ -14,6 +14,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts};
 
 use crate::breaker::{Breaker, BreakerKey, State};
 use crate::metrics::BreakerMetrics;
+use crate::store::ListedVersion;
 
 /// Non-closed breakers by storage id, with a count of pair records per
 /// number so a send only reads its body when the number has pair back-offs.
@@ -95,12 +96,12 @@ impl Snapshot {
         self.matching(|_| true)
     }
 
-    /// Copies of the records whose storage id is not in `known`.
-    pub(crate) fn missing_from(&self, known: &HashSet<String>) -> Vec<Breaker> {
+    /// Copies of the records whose storage id is not `known`.
+    pub(crate) fn missing_from(&self, known: impl Fn(&str) -> bool) -> Vec<Breaker> {
         self.read(|r| {
             r.records
                 .iter()
-                .filter(|(id, _)| !known.contains(*id))
+                .filter(|(id, _)| !known(id))
                 .map(|(_, b)| Breaker::clone(b))
                 .collect()
         })
@@ -205,6 +206,71 @@ impl Snapshot {
             }
         }
         self.len.store(guard.records.len(), Ordering::Release);
+    }
+
+    /// The positions in `listed` (the store's active records, by version)
+    /// whose version differs from what is held, or that are not held: the
+    /// records a resync must read. Under the read lock, which the gate
+    /// shares; O(listed).
+    pub(crate) fn differing(&self, listed: &[ListedVersion]) -> Vec<usize> {
+        self.read(|r| {
+            listed
+                .iter()
+                .enumerate()
+                .filter(|(_, entry)| {
+                    r.records
+                        .get(&entry.id)
+                        .is_none_or(|held| held.version != entry.version)
+                })
+                .map(|(i, _)| i)
+                .collect()
+        })
+    }
+
+    /// A resync by versions: `listed` is every active record in the store,
+    /// `fetched` the records read because [`Snapshot::differing`] named
+    /// them, and `keep` local records not yet written. What is held but in
+    /// none of them is dropped; `fetched` and `keep` are offered, the newer
+    /// version winning (the store's copy on a tie). Entries listed at the
+    /// version held are left as they are, without a copy.
+    pub(crate) fn reconcile(
+        &self,
+        listed: &[ListedVersion],
+        fetched: Vec<Breaker>,
+        keep: Vec<Breaker>,
+    ) {
+        let present: HashSet<&str> = listed.iter().map(|entry| entry.id.as_str()).collect();
+        let kept_ids: HashSet<String> = fetched
+            .iter()
+            .chain(&keep)
+            .map(|b| b.key.storage_id())
+            .collect();
+        let gone: Vec<(String, u64)> = self.read(|r| {
+            r.records
+                .iter()
+                .filter(|(id, _)| !present.contains(id.as_str()) && !kept_ids.contains(*id))
+                .map(|(id, held)| (id.clone(), held.version))
+                .collect()
+        });
+        if !gone.is_empty() {
+            let mut guard = self.write();
+            for (id, seen) in gone {
+                if guard.records.get(&id).map(|b| b.version) == Some(seen) {
+                    guard.remove(&id);
+                }
+            }
+            self.len.store(guard.records.len(), Ordering::Release);
+        }
+        for record in fetched {
+            if record.state == State::Closed {
+                self.close(&record.key, record.version);
+            } else {
+                self.offer(record, true);
+            }
+        }
+        for record in keep {
+            self.offer(record, false);
+        }
     }
 
     fn read<T>(&self, f: impl FnOnce(&Records) -> T) -> T {
@@ -491,6 +557,60 @@ mod tests {
         assert_eq!(
             gauge(&registry, "wagate_breaker_state_omitted", &[]),
             Some(0.0)
+        );
+    }
+
+    fn listed(records: &[&Breaker]) -> Vec<ListedVersion> {
+        records
+            .iter()
+            .map(|b| ListedVersion {
+                id: b.key.storage_id(),
+                number: b.key.number().to_owned(),
+                version: b.version,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resync_by_versions_reads_what_moved_and_drops_what_went() {
+        let registry = prometheus::Registry::new();
+        let snapshot = Snapshot::new(BreakerMetrics::new(&registry).unwrap());
+        let (one, two, three) = (
+            tripped("1", 131031),
+            tripped("2", 131031),
+            tripped("3", 131031),
+        );
+        for b in [&one, &two, &three] {
+            snapshot.offer(b.clone(), true);
+        }
+        let mut moved = two.clone();
+        moved.version += 1;
+        let new = tripped("4", 131031);
+        // "3" is gone from the store; "2" moved on; "4" is new.
+        let store = listed(&[&one, &moved, &new]);
+        let differing = snapshot.differing(&store);
+        assert_eq!(differing, vec![1, 2]);
+
+        let mut local = tripped("5", 131031);
+        local.version = 9;
+        snapshot.reconcile(
+            &store,
+            vec![moved.clone(), new.clone()],
+            vec![local.clone()],
+        );
+        assert_eq!(snapshot.get("1"), Some(one));
+        assert_eq!(snapshot.get("2"), Some(moved));
+        assert_eq!(snapshot.get("3"), None);
+        assert_eq!(snapshot.get("4"), Some(new));
+        assert_eq!(snapshot.get("5"), Some(local));
+        assert_eq!(snapshot.all().len(), 4);
+        assert_eq!(
+            gauge(
+                &registry,
+                "wagate_breakers",
+                &[("state", "open"), ("kind", "number")]
+            ),
+            Some(4.0)
         );
     }
 }

@@ -275,18 +275,99 @@ async fn tick(engine: &Inner, pending: &mut Vec<Job>) {
     }
 }
 
-/// Replaces the snapshot with the store's active records plus `keep`.
+/// Brings the snapshot in line with the store, plus `keep` (local records
+/// not yet written).
+///
+/// The store lists every active record's version first; only the records
+/// whose version differs from the snapshot's are read and parsed. A quiet
+/// resync of 100,000 breakers therefore copies and parses none of them.
+/// When most records differ (the first load, a long outage) one full
+/// listing is cheaper than a read per record, and is used instead.
 pub(super) async fn resync(engine: &Arc<Inner>, keep: Vec<Breaker>) {
+    let listed = match engine.store.list_active_versions().await {
+        Ok(listed) => listed,
+        Err(error) => return unavailable(engine, "list_active", &error),
+    };
+    // The store answered: the outage is over even when nothing was written
+    // since, and `/readyz` must say so.
+    engine.degraded.store(false, Ordering::Release);
+    let active = listed.len();
+    // The comparison is O(records): on the blocking pool, so a resync of
+    // many breakers does not hold up the requests this runtime serves.
+    let inner = Arc::clone(engine);
+    let compared = tokio::task::spawn_blocking(move || {
+        let differing = inner.snapshot.differing(&listed);
+        (listed, differing)
+    })
+    .await;
+    let Ok((listed, differing)) = compared else {
+        engine.metrics.store_error("list_active");
+        warn!("comparing the breaker versions failed; snapshot left as it was");
+        return;
+    };
+    if differing.len() > FULL_LISTING_AT.max(listed.len() / 2) {
+        return resync_in_full(engine, keep).await;
+    }
+    let mut fetched = Vec::with_capacity(differing.len());
+    let mut vanished = Vec::new();
+    for i in differing {
+        let entry = &listed[i];
+        match engine.store.get(&entry.number, &entry.id).await {
+            // Expired since the listing: dropped like an unlisted record.
+            Ok(None) => vanished.push(i),
+            Ok(Some(record)) => match parse(&record) {
+                Ok(breaker) => fetched.push(breaker),
+                Err(error) => warn!(%error, id = %record.id, "skipping unreadable breaker record"),
+            },
+            Err(error) => return unavailable(engine, "get", &error),
+        }
+    }
+    let inner = Arc::clone(engine);
+    let unlisted = tokio::task::spawn_blocking(move || {
+        let unlisted = super::restore::unlisted_by_version(&inner, &listed, &fetched, &keep);
+        (listed, fetched, keep, unlisted)
+    })
+    .await;
+    let Ok((mut listed, mut fetched, keep, unlisted)) = unlisted else {
+        engine.metrics.store_error("list_active");
+        warn!("resyncing the snapshot failed; snapshot left as it was");
+        return;
+    };
+    fetched.extend(super::restore::restore_lost(engine, unlisted).await);
+    for i in vanished.into_iter().rev() {
+        listed.swap_remove(i);
+    }
+    let inner = Arc::clone(engine);
+    let reconciled =
+        tokio::task::spawn_blocking(move || inner.snapshot.reconcile(&listed, fetched, keep)).await;
+    if reconciled.is_err() {
+        engine.metrics.store_error("list_active");
+        warn!("resyncing the snapshot failed; snapshot left as it was");
+        return;
+    }
+    engine.metrics.resync();
+    debug!(active, "breaker snapshot resynced");
+}
+
+/// More differing records than this (and than half the listing) are read
+/// with one full listing rather than one read each.
+const FULL_LISTING_AT: usize = 256;
+
+/// Notes a failed store read: degraded, fail-static.
+fn unavailable(engine: &Inner, operation: &str, error: &StoreError) {
+    engine.metrics.store_error(operation);
+    if !engine.degraded.swap(true, Ordering::AcqRel) {
+        warn!(%error, "breaker store unavailable: serving from the snapshot");
+    }
+}
+
+/// A resync from the full listing: every active record read and parsed.
+async fn resync_in_full(engine: &Arc<Inner>, keep: Vec<Breaker>) {
     match engine.store.list_active().await {
         Ok(records) => {
-            // The store answered: the outage is over even when nothing was
-            // written since, and `/readyz` must say so.
-            engine.degraded.store(false, Ordering::Release);
             let active = records.len();
             // Parsing every record, and finding what the snapshot holds
-            // that the listing lacks, are O(records): on the blocking pool,
-            // so a resync of many breakers does not hold up the requests
-            // this runtime serves.
+            // that the listing lacks, are O(records): on the blocking pool.
             let inner = Arc::clone(engine);
             let parsed = tokio::task::spawn_blocking(move || {
                 let breakers = parse_all(&records);
@@ -314,14 +395,9 @@ pub(super) async fn resync(engine: &Arc<Inner>, keep: Vec<Breaker>) {
                 return;
             }
             engine.metrics.resync();
-            debug!(active, "breaker snapshot resynced");
+            debug!(active, "breaker snapshot resynced in full");
         }
-        Err(error) => {
-            engine.metrics.store_error("list_active");
-            if !engine.degraded.swap(true, Ordering::AcqRel) {
-                warn!(%error, "breaker store unavailable: serving from the snapshot");
-            }
-        }
+        Err(error) => unavailable(engine, "list_active", &error),
     }
 }
 

@@ -30,7 +30,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    BreakerStore, CasOutcome, EVENT_CAPACITY, StoreError, StoreEvent, StoredRecord, Write,
+    BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, StoreError, StoreEvent, StoredRecord,
+    Write,
 };
 
 mod legacy;
@@ -226,6 +227,26 @@ impl BreakerStore for EmbeddedStore {
                 let value = value.value();
                 if value.1 {
                     active.push(decode(number, id, value).record);
+                }
+            }
+            Ok(active)
+        })
+    }
+
+    fn list_active_versions(&self) -> BoxFuture<'_, Result<Vec<ListedVersion>, StoreError>> {
+        self.read(|db, path, _| {
+            let table = read_table(db, path, RECORDS)?;
+            let mut active = Vec::new();
+            for row in table.iter().map_err(|e| db_error(path, e))? {
+                let (key, value) = row.map_err(|e| db_error(path, e))?;
+                let (version, is_active, ..) = value.value();
+                if is_active {
+                    let (number, id) = key.value();
+                    active.push(ListedVersion {
+                        id: id.to_owned(),
+                        number: number.to_owned(),
+                        version,
+                    });
                 }
             }
             Ok(active)

@@ -11,7 +11,7 @@
 //!
 //! The gateway never calls a store on its hot path. It keeps a snapshot of
 //! the active records, fed by [`BreakerStore::subscribe`], a periodic
-//! [`BreakerStore::list_active`] and a reload on every
+//! [`BreakerStore::list_active_versions`] (reading only what changed) and a reload on every
 //! [`StoreEvent::Resync`]. To start without missing a change, subscribe
 //! first, then list.
 
@@ -50,6 +50,18 @@ pub struct StoredRecord {
     pub active: bool,
     /// The breaker's own JSON, stored and returned byte for byte.
     pub body: String,
+}
+
+/// Where an active record is and which version it has: what a resync
+/// compares with the snapshot before it reads any record's body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedVersion {
+    /// Storage id, as in [`StoredRecord::id`].
+    pub id: String,
+    /// The record's `phone_number_id`.
+    pub number: String,
+    /// The stored version.
+    pub version: u64,
 }
 
 /// A compare-and-set request: store `record` if the stored version equals
@@ -177,6 +189,12 @@ pub trait BreakerStore: Send + Sync + 'static {
 
     /// Every active record, in no particular order.
     fn list_active(&self) -> BoxFuture<'_, Result<Vec<StoredRecord>, StoreError>>;
+
+    /// The id, number and version of every active record, without bodies:
+    /// a resync reads this, and then only the records whose version differs
+    /// from what it holds, so a quiet resync of many breakers parses
+    /// nothing and holds no copy of them.
+    fn list_active_versions(&self) -> BoxFuture<'_, Result<Vec<ListedVersion>, StoreError>>;
 
     /// Up to `limit` audit lines of `number`, newest first.
     fn audit<'a>(

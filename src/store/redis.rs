@@ -25,7 +25,8 @@ use redis::{Client, RedisError, RetryMethod, Script};
 use tokio::sync::broadcast;
 
 use super::{
-    BreakerStore, CasOutcome, EVENT_CAPACITY, StoreError, StoreEvent, StoredRecord, Write,
+    BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, StoreError, StoreEvent, StoredRecord,
+    Write,
 };
 
 mod conn;
@@ -290,6 +291,60 @@ impl RedisStore {
         Ok(records.into_iter().flatten().filter(|r| r.active).collect())
     }
 
+    async fn active_versions(&self) -> Result<Vec<ListedVersion>, StoreError> {
+        let keys = self
+            .shared
+            .run(self.shared.conn.scan(&self.keys.records_pattern()))
+            .await?;
+        let listed: Vec<Option<ListedVersion>> = futures_util::stream::iter(keys)
+            .map(|key| self.version_of(key))
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(listed.into_iter().flatten().collect())
+    }
+
+    /// The version of the record at `key` if it is active; not its body.
+    async fn version_of(&self, key: String) -> Result<Option<ListedVersion>, StoreError> {
+        let mut conn = self.shared.conn.clone();
+        let fields: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self
+            .shared
+            .run(
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("id")
+                    .arg("number")
+                    .arg("version")
+                    .arg("active")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        match fields {
+            // Gone (expired) between the scan and this read.
+            (None, None, None, None) => Ok(None),
+            (Some(id), Some(number), Some(version), Some(active)) => {
+                let version = version.parse().map_err(|_| StoreError::Corrupt {
+                    what: key.clone(),
+                    detail: format!("version {version:?} is not a number"),
+                })?;
+                Ok((active == "1").then_some(ListedVersion {
+                    id,
+                    number,
+                    version,
+                }))
+            }
+            _ => Err(StoreError::Corrupt {
+                what: key,
+                detail: "a record field is missing".to_owned(),
+            }),
+        }
+    }
+
     async fn audit_lines(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -343,6 +398,10 @@ impl BreakerStore for RedisStore {
 
     fn list_active(&self) -> BoxFuture<'_, Result<Vec<StoredRecord>, StoreError>> {
         self.active().boxed()
+    }
+
+    fn list_active_versions(&self) -> BoxFuture<'_, Result<Vec<ListedVersion>, StoreError>> {
+        self.active_versions().boxed()
     }
 
     fn audit<'a>(

@@ -105,7 +105,8 @@ pub mod store_contract {
             .unwrap_or_else(|_| panic!("no change event within {timeout:?}"))
     }
 
-    /// Checks compare-and-set, reads, `list_active`, audit order, events and
+    /// Checks compare-and-set, reads, `list_active` and
+    /// `list_active_versions`, audit order, events and
     /// write validation. `number` must not have been written before.
     pub async fn check(store: &dyn BreakerStore, number: &str) {
         let mut events = store.subscribe();
@@ -147,6 +148,21 @@ pub mod store_contract {
             !active.iter().any(|r| r.number == number && r.id == id),
             "{active:?}"
         );
+        // The version listing names the same records, without bodies.
+        let mut versions: Vec<_> = store
+            .list_active_versions()
+            .await
+            .expect("list_active_versions")
+            .into_iter()
+            .map(|v| (v.number, v.id, v.version))
+            .collect();
+        let mut listed: Vec<_> = active
+            .iter()
+            .map(|r| (r.number.clone(), r.id.clone(), r.version))
+            .collect();
+        versions.sort();
+        listed.sort();
+        assert_eq!(versions, listed);
 
         let audit = store.audit(number, 10).await.expect("audit");
         let versions: Vec<_> = audit.iter().map(String::as_str).collect();

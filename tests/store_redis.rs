@@ -1,6 +1,7 @@
-//! The Redis store against real `redis-server` processes: the shared
-//! contract, racing replicas, change events, expiry, audit capping, an
-//! outage and recovery, and a 3-master Cluster.
+//! The Redis store against real `redis-server` processes: racing replicas,
+//! change events, expiry, audit capping, an outage and recovery, and a
+//! 3-master Cluster. The contract it shares with the embedded store is in
+//! `store_contract.rs`.
 
 mod support;
 
@@ -77,14 +78,6 @@ fn pttl(server: &RedisServer, key: &str) -> i64 {
         .arg(key)
         .query(&mut server.connection())
         .expect("PTTL")
-}
-
-#[tokio::test]
-async fn meets_the_store_contract() {
-    let server = RedisServer::start();
-    let store = connect(&[server.url()], options(&unique_name("contract"))).await;
-    assert_eq!(store.kind(), "redis");
-    store_contract::check(&store, "200000000000001").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

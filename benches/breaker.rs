@@ -15,6 +15,7 @@ fn lock() -> Event {
         source: Source::Response,
         fbtrace_id: Some("AqZ3nY1x0bKdT7m2pQe9sLw".to_owned()),
         details: Some("Business account has been locked.".to_owned()),
+        wamid: None,
     })
 }
 

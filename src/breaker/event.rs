@@ -40,6 +40,9 @@ pub struct Observed {
     /// `error_data.details`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// The wamid of the message a status webhook reported on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wamid: Option<String>,
 }
 
 impl From<&GraphError> for Observed {
@@ -50,6 +53,7 @@ impl From<&GraphError> for Observed {
             source: Source::Response,
             fbtrace_id: e.fbtrace_id.clone(),
             details: e.details.clone(),
+            wamid: None,
         }
     }
 }

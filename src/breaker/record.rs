@@ -95,6 +95,9 @@ pub struct Cause {
     /// Meta's `error_data.details` (or the health error's description).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// The wamid of the message whose failed status webhook tripped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wamid: Option<String>,
     /// When it was seen.
     pub at: UnixMillis,
 }

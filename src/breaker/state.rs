@@ -90,6 +90,7 @@ struct Change {
     source: Source,
     code: i64,
     fbtrace_id: Option<String>,
+    wamid: Option<String>,
     trips: u32,
     reason: String,
 }
@@ -101,6 +102,7 @@ impl Change {
             source,
             code: next.cause.code,
             fbtrace_id: None,
+            wamid: None,
             trips: next.trips,
             reason: next.reason.clone(),
             next: Some(next),
@@ -113,6 +115,7 @@ impl Change {
             source: cause.source,
             code: cause.code,
             fbtrace_id: cause.fbtrace_id.clone(),
+            wamid: cause.wamid.clone(),
             trips: next.trips,
             reason,
             next: Some(next),
@@ -126,6 +129,7 @@ impl Change {
             source,
             code: b.cause.code,
             fbtrace_id: None,
+            wamid: None,
             trips: b.trips,
             reason,
         }
@@ -152,6 +156,7 @@ fn finish(change: Change, from: State, version: u64, ctx: &Ctx<'_>) -> Decision 
             code: change.code,
             source: change.source,
             fbtrace_id: change.fbtrace_id,
+            wamid: change.wamid,
             at: ctx.now,
             trips: change.trips,
             reason: change.reason,
@@ -212,6 +217,7 @@ fn observed(b: Option<&Breaker>, seen: &Observed, ctx: &Ctx<'_>) -> Option<Chang
         source: seen.source,
         fbtrace_id: seen.fbtrace_id.clone(),
         details: seen.details.clone(),
+        wamid: seen.wamid.clone(),
         at: ctx.now,
     };
     // `Rules::try_new` guarantees a cooldown on cooldown and backoff rules.

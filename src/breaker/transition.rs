@@ -48,6 +48,9 @@ pub struct TransitionRecord {
     /// `fbtrace_id` of the response behind the event, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fbtrace_id: Option<String>,
+    /// The wamid of the message a status webhook reported on, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wamid: Option<String>,
     /// When it happened.
     pub at: UnixMillis,
     /// Trips in the episode after the transition (before it, on closing).

@@ -120,6 +120,7 @@ fn restored_line(held: &Breaker) -> TransitionRecord {
         code: held.cause.code,
         source: held.cause.source,
         fbtrace_id: held.cause.fbtrace_id.clone(),
+        wamid: held.cause.wamid.clone(),
         at: now(),
         trips: held.trips,
         reason: "written back: the store had lost this record".to_owned(),

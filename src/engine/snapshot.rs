@@ -425,6 +425,7 @@ mod tests {
             source: Source::Response,
             fbtrace_id: None,
             details: None,
+            wamid: None,
         });
         let now = UnixMillis(1_786_700_000_000);
         match apply(

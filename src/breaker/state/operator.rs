@@ -52,6 +52,7 @@ fn hold(b: Option<&Breaker>, reason: &str, ctx: &Ctx<'_>) -> Option<Change> {
                 source: Source::Operator,
                 fbtrace_id: None,
                 details: None,
+                wamid: None,
                 at: ctx.now,
             },
             trips: 0,

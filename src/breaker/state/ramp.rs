@@ -55,6 +55,7 @@ fn blocked(b: Option<&Breaker>, errors: &[HealthError], ctx: &Ctx<'_>) -> Option
         source: Source::Health,
         fbtrace_id: None,
         details: first.map(|e| e.description.clone()),
+        wamid: None,
         at: ctx.now,
     };
     let mut change = trip(b, move || cause, ctx)?;
@@ -101,6 +102,7 @@ pub(super) fn probe(b: &Breaker, ok: bool, ctx: &Ctx<'_>) -> Option<Change> {
             source: Source::Response,
             fbtrace_id: None,
             details: Some("a send admitted while ramping failed".to_owned()),
+            wamid: None,
             at: ctx.now,
         };
         return trip(Some(b), move || cause, ctx);

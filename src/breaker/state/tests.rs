@@ -65,6 +65,7 @@ fn seen(code: i64) -> Event {
         source: Source::Response,
         fbtrace_id: Some(format!("trace-{code}")),
         details: Some("details".to_owned()),
+        wamid: None,
     })
 }
 
@@ -75,6 +76,7 @@ fn hooked(code: i64) -> Event {
         source: Source::Webhook,
         fbtrace_id: None,
         details: None,
+        wamid: None,
     })
 }
 

@@ -17,6 +17,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
             source,
             fbtrace_id: None,
             details: None,
+            wamid: None,
         })
     });
     let health_error = (

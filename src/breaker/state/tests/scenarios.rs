@@ -22,6 +22,7 @@ fn trip_opens_until_health_with_min_open() {
             source: Source::Response,
             fbtrace_id: Some("trace-131031".to_owned()),
             details: Some("details".to_owned()),
+            wamid: None,
             at: at(0),
         }
     );

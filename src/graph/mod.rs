@@ -1,9 +1,12 @@
-//! Meta's Graph API as wagate sees it: the error envelope, and later webhooks
-//! and the Health Status API.
+//! Meta's Graph API as wagate sees it: the error envelope, webhook
+//! signatures and payloads, and later the Health Status API.
 //!
 //! This module depends on nothing else in the crate, so every other part
 //! (proxy, breaker, store, simulator) can share its types.
 
 mod error;
+mod signature;
+pub mod webhook;
 
 pub use error::{Envelope, EnvelopeBody, ErrorData, GraphError};
+pub use signature::{Refused, Verifier, sign};

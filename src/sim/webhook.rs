@@ -12,12 +12,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::config::Secret;
 
@@ -112,13 +110,7 @@ pub enum WebhookError {
 
 /// `sha256=` and the lowercase hex HMAC-SHA256 of `body` keyed by `app_secret`.
 pub fn sign_webhook(app_secret: &str, body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail; the fallback
-    // only keeps the function total.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(app_secret.as_bytes()) else {
-        return String::from("sha256=");
-    };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    crate::graph::sign(app_secret, body)
 }
 
 /// Builds, signs and sends a webhook; answers with the receiver's status.

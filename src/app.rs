@@ -11,8 +11,9 @@ use crate::admin::{self, Readiness};
 use crate::breaker::Rules;
 use crate::config::Config;
 use crate::engine::{Breakers, Timing};
-use crate::metrics::{BreakerMetrics, Metrics};
+use crate::metrics::{BreakerMetrics, Metrics, WebhookMetrics};
 use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, Target};
+use crate::webhook::WebhookLayer;
 
 /// The two listeners, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -100,8 +101,19 @@ pub async fn run(
         .server
         .gate
         .then(|| GateLayer::new(breakers.clone(), metrics.clone(), breaker_metrics));
+    // Webhook deliveries are answered before the gate, and never reach the
+    // proxy; without a webhook key the layer is not there at all.
+    let webhooks = WebhookLayer::new(
+        &config.webhook,
+        breakers.clone(),
+        WebhookMetrics::new(&registry)?,
+    );
+    if webhooks.as_ref().is_some_and(WebhookLayer::insecure) {
+        readiness.warn("webhook signatures are not checked (webhook.insecure_skip_signature)");
+    }
     let make_service = move |watch: &Arc<proxy::Watch>| {
         tower::ServiceBuilder::new()
+            .option_layer(webhooks.clone())
             .option_layer(gate.clone())
             .service(proxy.for_connection(watch))
     };

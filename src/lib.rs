@@ -38,5 +38,6 @@ pub mod proxy;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::{Listeners, RunError, run};

@@ -308,3 +308,131 @@ fn kind(key: &BreakerKey) -> &'static str {
         BreakerKey::Pair { .. } => "pair",
     }
 }
+
+/// The webhook fields counted by name; anything else counts as `other`.
+pub const WEBHOOK_FIELDS: [&str; 6] = [
+    "messages",
+    "account_update",
+    "account_alerts",
+    "account_review_update",
+    "phone_number_quality_update",
+    "security",
+];
+
+/// The metrics of the webhook routes.
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    deliveries: IntCounterVec,
+    changes: IntCounterVec,
+    signature_failures: IntCounterVec,
+    forward_seconds: Histogram,
+    forward_responses: IntCounterVec,
+    unknown: IntCounterVec,
+    duplicates: IntCounter,
+}
+
+impl WebhookMetrics {
+    /// Registers every webhook metric on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let deliveries = IntCounterVec::new(
+            Opts::new(
+                "wagate_webhook_deliveries_total",
+                "Webhook requests, by outcome (forwarded, answered, observed, verified, bad_signature, too_large, read_timeout, bad_gateway, timeout, bad_request).",
+            ),
+            &["outcome"],
+        )?;
+        let changes = IntCounterVec::new(
+            Opts::new(
+                "wagate_webhook_changes_total",
+                "Changes inspected in verified webhook deliveries, by field (other: a field wagate does not know).",
+            ),
+            &["field"],
+        )?;
+        let signature_failures = IntCounterVec::new(
+            Opts::new(
+                "wagate_webhook_signature_failures_total",
+                "Webhook deliveries refused for their X-Hub-Signature-256, by reason (missing, malformed, mismatch).",
+            ),
+            &["reason"],
+        )?;
+        let forward_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "wagate_webhook_forward_duration_seconds",
+                "Time from forwarding a webhook delivery to the integration's answer.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+        )?;
+        let forward_responses = IntCounterVec::new(
+            Opts::new(
+                "wagate_webhook_forward_responses_total",
+                "Answers of the integration to forwarded deliveries, by status class (2xx … 5xx, error, timeout).",
+            ),
+            &["status"],
+        )?;
+        let unknown = IntCounterVec::new(
+            Opts::new(
+                "wagate_webhook_unknown_total",
+                "Webhook content wagate does not know and passed on: fields, account_update events, malformed JSON.",
+            ),
+            &["kind"],
+        )?;
+        let duplicates = IntCounter::new(
+            "wagate_webhook_duplicates_total",
+            "Webhook deliveries whose exact body was seen shortly before (Meta's retries, one copy per subscribed app): forwarded, not applied again.",
+        )?;
+        registry.register(Box::new(deliveries.clone()))?;
+        registry.register(Box::new(changes.clone()))?;
+        registry.register(Box::new(signature_failures.clone()))?;
+        registry.register(Box::new(forward_seconds.clone()))?;
+        registry.register(Box::new(forward_responses.clone()))?;
+        registry.register(Box::new(unknown.clone()))?;
+        registry.register(Box::new(duplicates.clone()))?;
+        Ok(Self {
+            deliveries,
+            changes,
+            signature_failures,
+            forward_seconds,
+            forward_responses,
+            unknown,
+            duplicates,
+        })
+    }
+
+    /// Counts a webhook request by how it ended.
+    pub fn delivery(&self, outcome: &'static str) {
+        self.deliveries.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts one inspected change of `field`.
+    pub fn change(&self, field: &str) {
+        let label = WEBHOOK_FIELDS
+            .iter()
+            .find(|known| **known == field)
+            .copied()
+            .unwrap_or("other");
+        self.changes.with_label_values(&[label]).inc();
+    }
+
+    /// Counts a refused signature.
+    pub fn signature_failure(&self, reason: &'static str) {
+        self.signature_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// Records a forward's duration and how it ended (`2xx`, `error`, …).
+    pub fn forwarded(&self, seconds: f64, status: &'static str) {
+        self.forward_seconds.observe(seconds);
+        self.forward_responses.with_label_values(&[status]).inc();
+    }
+
+    /// Counts something unknown that was passed on.
+    pub fn unknown(&self, kind: &'static str) {
+        self.unknown.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a duplicate delivery.
+    pub fn duplicate(&self) {
+        self.duplicates.inc();
+    }
+}

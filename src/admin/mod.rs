@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     state: Arc<AtomicU8>, // STARTING (the default), READY or DRAINING
+    /// Set at start-up, shown by every `/readyz` answer.
+    warnings: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 const READY: u8 = 1;
@@ -37,6 +39,22 @@ impl Readiness {
     /// Shutdown has begun: load balancers should stop sending.
     pub fn set_draining(&self) {
         self.state.store(DRAINING, Ordering::Release);
+    }
+
+    /// Adds a warning that `/readyz` shows from now on, such as unsigned
+    /// webhooks being accepted.
+    pub fn warn(&self, warning: &'static str) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(warning);
+    }
+
+    fn warnings(&self) -> Vec<&'static str> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn status(&self) -> (StatusCode, &'static str) {
@@ -103,7 +121,12 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     if status == StatusCode::OK && state.breakers.is_degraded() {
         text = "degraded";
     }
-    (status, axum::Json(json!({"status": text, "store": store}))).into_response()
+    let mut body = json!({"status": text, "store": store});
+    let warnings = state.readiness.warnings();
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found() -> Response {

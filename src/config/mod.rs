@@ -265,22 +265,63 @@ pub struct Admin {
 pub struct Webhook {
     /// Path on the proxy listener that Meta's webhooks are sent to.
     pub path: String,
+    /// A second path that verifies and inspects deliveries an integration
+    /// copies to wagate, answers 200 and forwards nothing.
+    pub observe_path: String,
     /// App secret(s) that sign webhooks, comma-separated for several apps.
     pub app_secret: Secret,
-    /// Token for Meta's verification handshake.
+    /// Token for Meta's verification handshake. Empty: the handshake is
+    /// passed to `forward_url`.
     pub verify_token: Secret,
     /// The integration's webhook URL. Empty: inspect, then answer 200.
     pub forward_url: String,
+    /// Extra URLs, comma-separated, that get a copy of each delivery; only
+    /// `forward_url`'s answer counts.
+    pub mirror_urls: String,
+    /// How long the integration may take to answer a forwarded delivery;
+    /// past it Meta gets a 504 and delivers again.
+    #[serde(with = "duration")]
+    pub forward_timeout: Duration,
+    /// How long a client may take to send a delivery's body.
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// Accept deliveries without checking their signature. Only for tests
+    /// and for a receiver behind something that already checked them.
+    pub insecure_skip_signature: bool,
 }
 
 impl Default for Webhook {
     fn default() -> Self {
         Self {
             path: "/webhooks/whatsapp".to_owned(),
+            observe_path: "/webhooks/whatsapp/observe".to_owned(),
             app_secret: Secret::default(),
             verify_token: Secret::default(),
             forward_url: String::new(),
+            mirror_urls: String::new(),
+            forward_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(10),
+            insecure_skip_signature: false,
         }
+    }
+}
+
+impl Webhook {
+    /// Whether the webhook routes are served: any webhook key says so.
+    /// Without it, wagate is a plain proxy and the paths are not special.
+    pub fn enabled(&self) -> bool {
+        !self.app_secret.is_empty()
+            || !self.verify_token.is_empty()
+            || !self.forward_url.is_empty()
+            || self.insecure_skip_signature
+    }
+
+    /// The mirror URLs, blanks skipped.
+    pub fn mirrors(&self) -> impl Iterator<Item = &str> {
+        self.mirror_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
     }
 }
 

@@ -243,7 +243,8 @@ fn boundary_and_alternative_values_are_accepted() {
         "[upstream]\nbase_url = \"http://127.0.0.1:8081/\"",
         "[store]\nredis_url = \"redis://cache:6379/2\"",
         "[store]\nredis_url = \"rediss://:pw@a:6380, redis://b:6379 ,redis://c\"",
-        "[webhook]\npath = \"/wa\"\nforward_url = \"https://app.example/hooks/wa?src=wagate\"",
+        "[webhook]\npath = \"/wa\"\napp_secret = \"s\"\nforward_url = \"https://app.example/hooks/wa?src=wagate\"",
+        "[webhook]\ninsecure_skip_signature = true\nmirror_urls = \"http://a/1, https://b/2\"",
         "[log]\nlevel = \"wagate=debug,hyper=warn,info\"\nformat = \"json\"",
         "[listen]\nproxy = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"",
     ] {

@@ -65,11 +65,34 @@ impl Config {
                 "must not be empty: the embedded store needs a file to survive restarts",
             ));
         }
-        webhook_path(&self.webhook.path)
+        let webhook = &self.webhook;
+        webhook_path(&webhook.path)
             .map_err(|reason| ConfigError::invalid("webhook.path", reason))?;
-        if !self.webhook.forward_url.is_empty() {
-            forward_url(&self.webhook.forward_url)
+        webhook_path(&webhook.observe_path)
+            .map_err(|reason| ConfigError::invalid("webhook.observe_path", reason))?;
+        if webhook.observe_path == webhook.path {
+            return Err(ConfigError::invalid(
+                "webhook.observe_path",
+                "must differ from webhook.path",
+            ));
+        }
+        if !webhook.forward_url.is_empty() {
+            forward_url(&webhook.forward_url)
                 .map_err(|reason| ConfigError::invalid("webhook.forward_url", reason))?;
+        }
+        for url in webhook.mirrors() {
+            forward_url(url)
+                .map_err(|reason| ConfigError::invalid("webhook.mirror_urls", reason))?;
+        }
+        positive("webhook.forward_timeout", webhook.forward_timeout)?;
+        positive("webhook.read_timeout", webhook.read_timeout)?;
+        if webhook.enabled() && webhook.app_secret.is_empty() && !webhook.insecure_skip_signature {
+            return Err(ConfigError::invalid(
+                "webhook.app_secret",
+                "must be set when the webhook route is on (webhook.forward_url or webhook.verify_token is set): \
+                 deliveries are accepted only with a valid X-Hub-Signature-256. \
+                 Set webhook.insecure_skip_signature = true to accept unsigned deliveries",
+            ));
         }
         Ok(self)
     }

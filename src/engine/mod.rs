@@ -182,16 +182,42 @@ impl Breakers {
     /// Applied to the snapshot before this returns, so the next send is
     /// refused on this replica at once; the store write follows.
     pub fn observe(&self, number: &str, error: &GraphError, recipient: Option<&str>) {
-        let key = match recipient {
+        let key = self.key_for(number, error.code, recipient);
+        let event = Event::GraphError(Observed::from(error));
+        self.inner.submit(key, event, now(), None);
+    }
+
+    /// The breaker an error `code` for `number` belongs to: the pair of
+    /// `number` and `recipient` for a pair-scope rule when the recipient is
+    /// known, else the number.
+    pub fn key_for(&self, number: &str, code: i64, recipient: Option<&str>) -> BreakerKey {
+        match recipient {
             Some(recipient)
-                if self.inner.rules.classify(error.code).scope == crate::breaker::Scope::Pair =>
+                if self.inner.rules.classify(code).scope == crate::breaker::Scope::Pair =>
             {
                 BreakerKey::for_pair(number, recipient)
             }
             _ => BreakerKey::for_number(number),
-        };
-        let event = Event::GraphError(Observed::from(error));
-        self.inner.submit(key, event, now(), None);
+        }
+    }
+
+    /// Feeds an error Meta reported for `key` through any input (a webhook,
+    /// later a health poll), and waits until the store has the transition,
+    /// or holds it back while the store is down. Like [`Breakers::observe`]
+    /// the snapshot takes it at once; the wait is for callers that must not
+    /// answer before the effect is stored, such as a webhook acknowledged
+    /// to Meta. A duplicate that changes nothing is answered at once.
+    pub async fn observe_and_store(
+        &self,
+        key: BreakerKey,
+        observed: Observed,
+    ) -> Result<OperatorOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .submit(key, Event::GraphError(observed), now(), Some(reply));
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("breaker engine stopped".to_owned())))
     }
 
     /// Applies an operator's reset, trip or release to `number`, waiting for
@@ -272,7 +298,14 @@ impl Inner {
         );
         let Decision::Transition(transition) = decision else {
             // Already in that state here. An operator still goes to the
-            // store, which may know better than this replica.
+            // store, which may know better than this replica; anything else
+            // is a duplicate.
+            if !matches!(event, Event::Operator(_)) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(OperatorOutcome::Unchanged));
+                }
+                return;
+            }
             if let Some(reply) = reply {
                 let _ = self.jobs.send(Job {
                     key,

@@ -1,0 +1,490 @@
+//! The webhook routes end to end: Meta's deliveries (signed like the
+//! fixtures) through a gateway in process to a test receiver over real
+//! HTTP, the simulator as the Graph API, and the breakers they trip.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use bytes::Bytes;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::gateway::{InProcess, http, metric, sim};
+use wagate::config::{Config, Secret};
+use wagate::graph::sign;
+
+const SECRET: &str = "test-app-secret";
+const NUMBER: &str = "200000000000001";
+const SIGNED: &str = "sha256=2d45e06e21d89f53153c7f147da175b185969a5db51666735083bac5145531a7";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    method: String,
+    uri: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The integration's webhook endpoint: records every request and answers
+/// with `status` after `delay`.
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    got: Arc<Mutex<Vec<Received>>>,
+    status: u16,
+    delay: Duration,
+}
+
+impl Receiver {
+    async fn start(status: u16, delay: Duration) -> Self {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let state = ReceiverState {
+            got: got.clone(),
+            status,
+            delay,
+        };
+        let app = axum::Router::new()
+            .fallback(
+                |State(state): State<ReceiverState>, request: axum::extract::Request| async move {
+                    let (parts, body) = request.into_parts();
+                    let body = axum::body::to_bytes(body, 8 * 1024 * 1024).await.unwrap();
+                    state.got.lock().unwrap().push(Received {
+                        method: parts.method.to_string(),
+                        uri: parts.uri.to_string(),
+                        headers: parts.headers,
+                        body,
+                    });
+                    tokio::time::sleep(state.delay).await;
+                    (
+                        AxumStatus::from_u16(state.status).unwrap(),
+                        "received by the integration",
+                    )
+                },
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, got }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn forwarding_to(receiver: &Receiver) -> impl FnOnce(&mut Config) + '_ {
+    move |c| {
+        c.webhook.app_secret = Secret::new(format!("another-app,{SECRET}"));
+        c.webhook.forward_url = receiver.url();
+    }
+}
+
+async fn deliver(gateway: &InProcess, body: &[u8], signature: Option<&str>) -> reqwest::Response {
+    let mut request = http()
+        .post(format!("{}/webhooks/whatsapp", gateway.url()))
+        .header("content-type", "application/json")
+        .header("user-agent", "facebookexternalua")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    request.send().await.unwrap()
+}
+
+async fn send(gateway: &InProcess, number: &str) -> reqwest::Response {
+    http()
+        .post(format!("{}/v24.0/{number}/messages", gateway.url()))
+        .bearer_auth("integration-token")
+        .json(&json!({"messaging_product": "whatsapp", "to": "15550009999", "type": "text", "text": {"body": "hi"}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A `messages` change with one failed status for each of `numbers`.
+fn failed_batch(numbers: &[&str], code: i64) -> Vec<u8> {
+    let changes: Vec<Value> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, number)| {
+            json!({"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "1555000111", "phone_number_id": number},
+                "statuses": [{"id": format!("wamid.batch{i}"), "status": "failed", "timestamp": "1786700000",
+                    "recipient_id": "15550009999",
+                    "errors": [{"code": code, "title": "Business Account locked", "error_data": {"details": "locked"}}]}]
+            }})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "100000000000001", "changes": changes}]})).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_status_trips_its_number_and_reaches_the_integration_unchanged() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
+
+    // Meta accepted the send; the lock shows only in the status webhook.
+    assert_eq!(send(&gateway, NUMBER).await.status(), StatusCode::OK);
+    let body = fixture("webhook_status_failed_131031.json");
+    let answer = deliver(&gateway, &body, Some(SIGNED)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "received by the integration");
+
+    let got = receiver.got();
+    assert_eq!(got.len(), 1);
+    let forwarded = &got[0];
+    assert_eq!(forwarded.method, "POST");
+    assert_eq!(forwarded.body, Bytes::from(body.clone()), "byte for byte");
+    assert_eq!(forwarded.headers["x-hub-signature-256"], SIGNED);
+    assert_eq!(
+        forwarded.headers["content-length"],
+        body.len().to_string().as_str()
+    );
+    assert!(forwarded.headers.get("transfer-encoding").is_none());
+    assert_eq!(forwarded.headers["content-type"], "application/json");
+    assert_eq!(forwarded.headers["user-agent"], "facebookexternalua");
+
+    // The very next send is refused, and Meta sees no more of them.
+    let refused = send(&gateway, NUMBER).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let refusal: Value = refused.json().await.unwrap();
+    assert_eq!(refusal["error"]["code"], 131031);
+    for _ in 0..20 {
+        assert_eq!(
+            send(&gateway, NUMBER).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    assert_eq!(sim.sim.counts(NUMBER).messages, 1);
+
+    let (status, view) = admin(&gateway, &format!("/admin/breakers/{NUMBER}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["source"], "webhook", "{view}");
+    assert!(
+        view["wamid"].as_str().unwrap().starts_with("wamid."),
+        "{view}"
+    );
+    let trips = r#"wagate_breaker_transitions_total{cause="131031",from="closed",source="webhook",to="open"}"#;
+    support::wait_until_async(Duration::from_secs(5), "the trip is counted", || async {
+        metric(gateway.admin, trips).await == 1.0
+    })
+    .await;
+}
+
+async fn admin(gateway: &InProcess, path: &str) -> (StatusCode, Value) {
+    let response = http()
+        .get(format!("http://{}{path}", gateway.admin))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_and_changes_nothing() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
+    let body = fixture("webhook_status_failed_131031.json");
+    let mut flipped = body.clone();
+    flipped[200] ^= 0x01;
+    let upper_wrong = "sha256=C5016C2114031632AC39A81C3CA7CDC3E8158A06E048FEE27F206D61EA99D247";
+    for (body, signature) in [
+        (&flipped, Some(SIGNED)),
+        (&body, None),
+        (&body, Some(upper_wrong)),
+        (&body, Some("sha256=not-hex")),
+    ] {
+        let answer = deliver(&gateway, body, signature).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{signature:?}");
+        let error: Value = answer.json().await.unwrap();
+        assert!(error["error"].is_string(), "{error}");
+    }
+    assert!(receiver.got().is_empty(), "nothing forwarded");
+    assert_eq!(
+        send(&gateway, NUMBER).await.status(),
+        StatusCode::OK,
+        "no breaker changed"
+    );
+    let failures =
+        |reason: &str| format!("wagate_webhook_signature_failures_total{{reason=\"{reason}\"}}");
+    assert_eq!(metric(gateway.admin, &failures("mismatch")).await, 2.0);
+    assert_eq!(metric(gateway.admin, &failures("missing")).await, 1.0);
+    assert_eq!(metric(gateway.admin, &failures("malformed")).await, 1.0);
+}
+
+#[tokio::test]
+async fn bodies_arrive_byte_identical_whatever_their_shape() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
+    let inbound = fixture("webhook_inbound_text.json");
+    let indented = serde_json::to_vec_pretty(
+        &serde_json::from_slice::<Value>(&fixture("webhook_status_delivered.json")).unwrap(),
+    )
+    .unwrap();
+    // A batch just under 3 MB: many delivered statuses.
+    let status = r#"{"id":"wamid.HBgL\/abc","status":"delivered","timestamp":"1786700000","recipient_id":"15550009999"}"#;
+    let mut big = String::from(
+        r#"{"object":"whatsapp_business_account","entry":[{"id":"100000000000001","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"200000000000009"},"statuses":["#,
+    );
+    while big.len() < 2_990_000 {
+        big.push_str(status);
+        big.push(',');
+    }
+    big.push_str(status);
+    big.push_str("]}}]}]}");
+    let not_json = b"{\"entry\": [oops \xff".to_vec();
+    for body in [inbound, indented, big.into_bytes(), not_json] {
+        let signature = sign(SECRET, &body);
+        let answer = deliver(&gateway, &body, Some(&signature)).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        let got = receiver.got();
+        let last = got.last().unwrap();
+        assert_eq!(last.body.len(), body.len());
+        assert!(last.body == body, "forwarded byte for byte");
+        assert_eq!(last.headers["x-hub-signature-256"], signature.as_str());
+    }
+    assert_eq!(receiver.got().len(), 4);
+    assert_eq!(
+        metric(
+            gateway.admin,
+            r#"wagate_webhook_unknown_total{kind="malformed"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_batch_trips_every_number_in_it_once_however_often_it_comes() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
+    let numbers = ["200000000000011", "200000000000012", "200000000000013"];
+    let body = failed_batch(&numbers, 131031);
+    let signature = sign(SECRET, &body);
+    for _ in 0..3 {
+        assert_eq!(
+            deliver(&gateway, &body, Some(&signature)).await.status(),
+            StatusCode::OK
+        );
+    }
+    for number in numbers {
+        assert_eq!(
+            send(&gateway, number).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{number}"
+        );
+        assert_eq!(sim.sim.counts(number).messages, 0);
+    }
+    let trips = r#"wagate_breaker_transitions_total{cause="131031",from="closed",source="webhook",to="open"}"#;
+    support::wait_until_async(
+        Duration::from_secs(5),
+        "three trips are counted",
+        || async { metric(gateway.admin, trips).await == 3.0 },
+    )
+    .await;
+    assert_eq!(
+        metric(gateway.admin, "wagate_webhook_duplicates_total").await,
+        2.0
+    );
+    assert_eq!(receiver.got().len(), 3, "every delivery is forwarded");
+}
+
+#[tokio::test]
+async fn the_handshake_is_answered_with_the_challenge() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.webhook.app_secret = Secret::new(SECRET);
+        c.webhook.verify_token = Secret::new("the-verify-token");
+    })
+    .await;
+    let get = |query: &str| {
+        http()
+            .get(format!("{}/webhooks/whatsapp?{query}", gateway.url()))
+            .send()
+    };
+    let ok = get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=the-verify-token")
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(
+        ok.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    for query in [
+        "hub.mode=subscribe&hub.challenge=1&hub.verify_token=wrong",
+        "hub.mode=unsubscribe&hub.challenge=1&hub.verify_token=the-verify-token",
+        "hub.challenge=1",
+        "",
+    ] {
+        assert_eq!(
+            get(query).await.unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "{query}"
+        );
+    }
+    // Without a forward URL a delivery is verified, inspected and answered.
+    let body = fixture("webhook_status_failed_131031.json");
+    assert_eq!(
+        deliver(&gateway, &body, Some(SIGNED)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&gateway, NUMBER).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn without_a_verify_token_the_integration_answers_the_handshake() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
+    let answer = http()
+        .get(format!(
+            "{}/webhooks/whatsapp?hub.mode=subscribe&hub.challenge=42&hub.verify_token=theirs",
+            gateway.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let got = receiver.got();
+    assert_eq!(got[0].method, "GET");
+    assert_eq!(
+        got[0].uri,
+        "/hook?hub.mode=subscribe&hub.challenge=42&hub.verify_token=theirs"
+    );
+}
+
+#[tokio::test]
+async fn an_integration_down_or_slow_gets_meta_to_deliver_again_and_the_trip_stands() {
+    let sim = sim().await;
+    // Nothing listens on a port just released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.webhook.app_secret = Secret::new(SECRET);
+        c.webhook.forward_url = format!("http://{closed}/hook");
+    })
+    .await;
+    let body = fixture("webhook_status_failed_131031.json");
+    let answer = deliver(&gateway, &body, Some(SIGNED)).await;
+    assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+    let error: Value = answer.json().await.unwrap();
+    assert!(error["error"].is_string());
+    assert_eq!(
+        send(&gateway, NUMBER).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let slow = Receiver::start(200, Duration::from_secs(3)).await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.webhook.app_secret = Secret::new(SECRET);
+        c.webhook.forward_url = slow.url();
+        c.webhook.forward_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let answer = deliver(&gateway, &body, Some(SIGNED)).await;
+    assert_eq!(answer.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        send(&gateway, NUMBER).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn the_observe_path_inspects_and_forwards_nothing() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
+    let body = fixture("webhook_status_failed_131031.json");
+    let answer = http()
+        .post(format!("{}/webhooks/whatsapp/observe", gateway.url()))
+        .header("x-hub-signature-256", SIGNED)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(receiver.got().is_empty());
+    assert_eq!(
+        send(&gateway, NUMBER).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        sim.sim.counts(NUMBER).messages,
+        0,
+        "never forwarded to Graph"
+    );
+}
+
+#[test]
+fn without_an_app_secret_the_gateway_refuses_to_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["serve", "--config", "/dev/null"])
+        .env("WAGATE_WEBHOOK__FORWARD_URL", "http://127.0.0.1:9/hook")
+        .env("WAGATE_LISTEN__PROXY", "127.0.0.1:0")
+        .env("WAGATE_LISTEN__ADMIN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("webhook.app_secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn unsigned_deliveries_are_accepted_only_when_asked_and_readyz_warns() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| c.webhook.insecure_skip_signature = true).await;
+    let body = fixture("webhook_status_failed_131031.json");
+    assert_eq!(
+        deliver(&gateway, &body, None).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&gateway, NUMBER).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (status, ready) = admin(&gateway, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        ready["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("signatures"),
+        "{ready}"
+    );
+}

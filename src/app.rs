@@ -5,14 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::{self, Readiness};
-use crate::breaker::Rules;
+use crate::breaker::{EventRules, Rules};
 use crate::config::Config;
 use crate::engine::{Breakers, Timing};
 use crate::metrics::{BreakerMetrics, Metrics, WebhookMetrics};
 use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, Target};
+use crate::store::NumberLink;
 use crate::webhook::WebhookLayer;
 
 /// The two listeners, bound by the caller (tests bind port 0).
@@ -51,6 +52,10 @@ pub enum RunError {
     /// The rules table is invalid (config validation should have caught it).
     #[error("rules: {0}")]
     Rules(#[from] crate::breaker::RulesError),
+    /// The event rules are invalid (config validation should have caught
+    /// them).
+    #[error("event_rules: {0}")]
+    EventRules(#[from] crate::breaker::EventRulesError),
 }
 
 /// Runs the gateway on `listeners` until `shutdown` resolves, then drains
@@ -76,6 +81,21 @@ pub async fn run(
         Timing::default(),
     )
     .await;
+
+    // The operator's [[wabas]]: numbers known to their WABA before any
+    // webhook names them (a number new to a gated WABA opens here).
+    for waba in &config.wabas {
+        for number in &waba.numbers {
+            let link = NumberLink {
+                number: number.clone(),
+                waba: waba.id.clone(),
+                display: None,
+            };
+            if let Err(error) = breakers.learn(link).await {
+                warn!(%error, waba = %waba.id, number = %number, "[[wabas]] link not stored yet");
+            }
+        }
+    }
 
     let target =
         Target::new(config.upstream.uri()).map_err(|e| RunError::Upstream(e.to_string()))?;
@@ -105,6 +125,7 @@ pub async fn run(
     // proxy; without a webhook key the layer is not there at all.
     let webhooks = WebhookLayer::new(
         &config.webhook,
+        EventRules::with_overrides(config.event_rules.clone())?,
         breakers.clone(),
         WebhookMetrics::new(&registry)?,
     );

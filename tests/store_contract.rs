@@ -288,3 +288,48 @@ on_both_stores! {
         assert!(acknowledged.len() >= 300, "{}", acknowledged.len());
     }
 }
+
+on_both_stores! {
+    /// Number → WABA links and WABA records: stored once, merged (a known
+    /// display number is kept), listed by WABA, and seen by the next handle.
+    async fn links_and_waba_records_are_kept(backend: Backend) {
+        use wagate::store::NumberLink;
+        let link = |number: &str, waba: &str, display: Option<&str>| NumberLink {
+            number: number.to_owned(),
+            waba: waba.to_owned(),
+            display: display.map(str::to_owned),
+        };
+        {
+            let store = backend.open().await;
+            assert!(store.link(link("1", "W1", Some("15550001111"))).await.unwrap());
+            assert!(!store.link(link("1", "W1", Some("15550001111"))).await.unwrap());
+            // No display number in a later webhook keeps the known one.
+            assert!(!store.link(link("1", "W1", None)).await.unwrap());
+            assert!(store.link(link("2", "W1", None)).await.unwrap());
+            assert!(store.link(link("3", "W2", None)).await.unwrap());
+            assert_eq!(store.waba("W1").await.unwrap(), None);
+            store.set_waba("W1", "{\"tripped\":true}".to_owned()).await.unwrap();
+        }
+        let store = backend.open().await;
+        assert_eq!(
+            store.link_of("1").await.unwrap(),
+            Some(link("1", "W1", Some("15550001111")))
+        );
+        assert_eq!(store.link_of("9").await.unwrap(), None);
+        let mut numbers: Vec<String> = store
+            .numbers_of("W1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.number)
+            .collect();
+        numbers.sort();
+        assert_eq!(numbers, ["1", "2"]);
+        assert_eq!(store.links().await.unwrap().len(), 3);
+        assert_eq!(store.waba("W1").await.unwrap().as_deref(), Some("{\"tripped\":true}"));
+        // A number moved to another WABA is moved, and loses the display
+        // number of its old one.
+        assert!(store.link(link("1", "W2", None)).await.unwrap());
+        assert_eq!(store.link_of("1").await.unwrap(), Some(link("1", "W2", None)));
+    }
+}

@@ -488,3 +488,160 @@ async fn unsigned_deliveries_are_accepted_only_when_asked_and_readyz_warns() {
         "{ready}"
     );
 }
+
+/// A `messages` change naming `number` of `waba` with a delivered status:
+/// nothing to trip, but the number's WABA is learned.
+fn delivered(waba: &str, number: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": waba, "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": number},
+            "statuses": [{"id": "wamid.ok", "status": "delivered", "timestamp": "1786700000", "recipient_id": "15550009999"}]}}
+    ]}]}))
+    .unwrap()
+}
+
+fn ban(waba: &str, state: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": waba, "time": 1786700300, "changes": [
+        {"field": "account_update", "value": {"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": state, "waba_ban_date": "August 14, 2026"}}}
+    ]}]}))
+    .unwrap()
+}
+
+async fn deliver_signed(gateway: &InProcess, body: &[u8]) {
+    let answer = deliver(gateway, body, Some(&sign(SECRET, body))).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_disabled_waba_gates_its_numbers_known_now_and_learned_later() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.webhook.app_secret = Secret::new(SECRET);
+        c.wabas = vec![wagate::config::Waba {
+            id: "100000000000001".to_owned(),
+            numbers: vec!["200000000000031".to_owned()],
+        }];
+    })
+    .await;
+    let waba = "100000000000001";
+    let (configured, seen, later, other) = (
+        "200000000000031",
+        "200000000000032",
+        "200000000000033",
+        "200000000000034",
+    );
+    deliver_signed(&gateway, &delivered(waba, seen)).await;
+    deliver_signed(&gateway, &delivered("100000000000002", other)).await;
+    for number in [configured, seen, later, other] {
+        assert_eq!(
+            send(&gateway, number).await.status(),
+            StatusCode::OK,
+            "{number}"
+        );
+    }
+
+    deliver_signed(&gateway, &fixture("webhook_account_update_disabled.json")).await;
+    for number in [configured, seen] {
+        let refused = send(&gateway, number).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{number}"
+        );
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], 131031);
+    }
+    assert_eq!(
+        send(&gateway, other).await.status(),
+        StatusCode::OK,
+        "another WABA"
+    );
+    assert_eq!(
+        send(&gateway, later).await.status(),
+        StatusCode::OK,
+        "not known yet"
+    );
+
+    // Learned after the trip: gated as it is learned.
+    deliver_signed(&gateway, &delivered(waba, later)).await;
+    assert_eq!(
+        send(&gateway, later).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (_, view) = admin(&gateway, &format!("/admin/breakers/{later}")).await;
+    assert_eq!(view["waba"], waba, "{view}");
+    assert_eq!(view["display_phone_number"], "15550001111", "{view}");
+    assert_eq!(
+        view["waba_gate"]["event"], "account_update/DISABLED_UPDATE/DISABLE",
+        "{view}"
+    );
+
+    // A reinstatement lifts the gate: a number learned now is not opened
+    // (the open ones wait for health or an operator).
+    deliver_signed(&gateway, &ban(waba, "REINSTATE")).await;
+    let fresh = "200000000000035";
+    deliver_signed(&gateway, &delivered(waba, fresh)).await;
+    assert_eq!(send(&gateway, fresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&gateway, seen).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (_, view) = admin(&gateway, &format!("/admin/breakers/{seen}")).await;
+    assert!(view["waba_gate"].is_null(), "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_on_one_replica_gates_the_number_on_another() {
+    use support::gateway::Process;
+    let sim = sim().await;
+    let redis = support::redis::RedisServer::start();
+    let upstream = format!("http://{}", sim.addr);
+    let env = [
+        ("WAGATE_STORE__REDIS_URL", redis.url()),
+        ("WAGATE_WEBHOOK__APP_SECRET", SECRET.to_owned()),
+        ("WAGATE_UPSTREAM__BASE_URL", upstream),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Process::spawn(&env);
+    let b = Process::spawn(&env);
+    let send_via = |base: String| async move {
+        http()
+            .post(format!("{base}/v24.0/{NUMBER}/messages"))
+            .json(&json!({"messaging_product": "whatsapp", "to": "15550009999", "type": "text", "text": {"body": "hi"}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(send_via(b.url()).await, StatusCode::OK);
+    let answer = http()
+        .post(format!("{}/webhooks/whatsapp", a.url()))
+        .header("x-hub-signature-256", SIGNED)
+        .body(fixture("webhook_status_failed_131031.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    support::wait_until_async(
+        Duration::from_secs(10),
+        "replica B refuses the number",
+        || {
+            let url = b.url();
+            async move { send_via(url).await == StatusCode::SERVICE_UNAVAILABLE }
+        },
+    )
+    .await;
+    let view: Value = http()
+        .get(format!("http://{}/admin/breakers/{NUMBER}", b.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        view["waba"], "100000000000001",
+        "B knows the WABA A learned: {view}"
+    );
+    assert_eq!(view["source"], "webhook");
+}

@@ -64,10 +64,26 @@ pub(super) async fn show(State(state): State<AdminState>, Path(id): Path<String>
     if let Some(response) = invalid_id(&id) {
         return response;
     }
-    match state.breakers.get(&id) {
-        Some(breaker) => Json(View::of(&breaker)).into_response(),
-        None => not_found(&id),
-    }
+    let Some(breaker) = state.breakers.get(&id) else {
+        return not_found(&id);
+    };
+    let mut view = json!(View::of(&breaker));
+    // The number's WABA and any WABA-level gate, from the store: shown as
+    // unknown (null) when the store cannot say.
+    let link = state.breakers.link_of(&id).await.ok().flatten();
+    let gate = match &link {
+        Some(link) => state
+            .breakers
+            .waba_record(&link.waba)
+            .await
+            .ok()
+            .and_then(|record| record.gate),
+        None => None,
+    };
+    view["waba"] = json!(link.as_ref().map(|l| &l.waba));
+    view["display_phone_number"] = json!(link.as_ref().and_then(|l| l.display.as_ref()));
+    view["waba_gate"] = json!(gate);
+    Json(view).into_response()
 }
 
 #[derive(Deserialize)]

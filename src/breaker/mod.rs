@@ -17,6 +17,7 @@
 //! needs the store. This module only says what each ramp stage admits.
 
 mod event;
+mod event_rules;
 mod key;
 mod record;
 mod rules;
@@ -25,6 +26,7 @@ mod state;
 mod transition;
 
 pub use event::{Event, HealthVerdict, Observed, OperatorAction};
+pub use event_rules::{EventAction, EventRule, EventRules, EventRulesError};
 pub use key::{BreakerKey, KeyError, RecipientHash, UnixMillis};
 pub use record::{
     Admission, Breaker, Cause, HELD_RETRY_AFTER, HealthError, RETRY_FLOOR, RampProgress, Release,

@@ -60,6 +60,23 @@ pub struct Config {
     /// `[[rules]]`: error code → action and scope, tried before the shipped
     /// defaults (first match wins), so a rule changes without code.
     pub rules: Vec<crate::breaker::Rule>,
+    /// `[[event_rules]]`: account webhook event → trip, lift, record or
+    /// ignore, tried before the shipped defaults.
+    pub event_rules: Vec<crate::breaker::EventRule>,
+    /// `[[wabas]]`: WABAs and their numbers known before any webhook names
+    /// them.
+    pub wabas: Vec<Waba>,
+}
+
+/// One `[[wabas]]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waba {
+    /// The WhatsApp Business Account id.
+    pub id: String,
+    /// Its phone number ids.
+    #[serde(default)]
+    pub numbers: Vec<String>,
 }
 
 /// `[listen]`

@@ -38,9 +38,12 @@ fn shipped_file_equals_the_defaults() {
 fn shipped_file_names_the_variable_of_every_key() {
     let defaults = toml::Table::try_from(Config::default()).expect("defaults render");
     for (section, keys) in &defaults {
-        // `rules` is an array of tables with no default entries.
+        // The arrays of tables have no default entries.
         let Some(keys) = keys.as_table() else {
-            assert_eq!(section, "rules");
+            assert!(
+                ["rules", "event_rules", "wabas"].contains(&section.as_str()),
+                "{section}"
+            );
             continue;
         };
         for key in keys.keys() {
@@ -332,4 +335,21 @@ fn invalid_rules_and_breaker_settings_name_their_key() {
         bad_setting.to_string().contains("breaker.jitter"),
         "{bad_setting}"
     );
+}
+
+#[test]
+fn event_rules_and_wabas_are_read_and_checked() {
+    let c = parse(
+        "[[event_rules]]\nevent = \"account_update/DISABLED_UPDATE/SCHEDULE_FOR_DISABLE\"\naction = \"trip\"\ncode = 131031\n\n[[wabas]]\nid = \"100000000000001\"\nnumbers = [\"200000000000001\"]",
+    )
+    .expect("valid");
+    assert_eq!(c.event_rules.len(), 1);
+    assert_eq!(c.wabas[0].numbers, ["200000000000001"]);
+    let err =
+        parse("[[event_rules]]\nevent = \"security/PIN_CHANGED\"\naction = \"trip\"").unwrap_err();
+    assert!(err.to_string().contains("event_rules"), "{err}");
+    let err = parse("[[wabas]]\nid = \"\"").unwrap_err();
+    assert!(err.to_string().contains("wabas[0].id"), "{err}");
+    let err = parse("[[wabas]]\nid = \"1\"\nnumbers = [\"{x}\"]").unwrap_err();
+    assert!(err.to_string().contains("wabas[0].numbers"), "{err}");
 }

@@ -31,6 +31,22 @@ impl Config {
         if let Err(e) = crate::breaker::Rules::with_overrides(self.rules.clone()) {
             return Err(ConfigError::invalid("rules", e.to_string()));
         }
+        if let Err(e) = crate::breaker::EventRules::with_overrides(self.event_rules.clone()) {
+            return Err(ConfigError::invalid("event_rules", e.to_string()));
+        }
+        for (i, waba) in self.wabas.iter().enumerate() {
+            if waba.id.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    &format!("wabas[{i}].id"),
+                    "must not be empty",
+                ));
+            }
+            for number in &waba.numbers {
+                crate::store::check_number(number).map_err(|reason| {
+                    ConfigError::invalid(&format!("wabas[{i}].numbers"), reason)
+                })?;
+            }
+        }
         listen_addrs_differ(self.listen.proxy, self.listen.admin)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;

@@ -16,6 +16,7 @@
 mod restore;
 mod snapshot;
 mod sync;
+mod wabas;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,7 @@ use crate::store::{BreakerStore, StoreError};
 
 use self::snapshot::{Snapshot, StateSeries};
 use self::sync::Job;
+pub use self::wabas::{WabaEvent, WabaGate, WabaRecord};
 
 /// How often the engine does its background work.
 #[derive(Clone, Copy, Debug)]

@@ -30,8 +30,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, StoreError, StoreEvent, StoredRecord,
-    Write,
+    BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, NumberLink, StoreError, StoreEvent,
+    StoredRecord, Write, merge,
 };
 
 mod legacy;
@@ -46,6 +46,12 @@ const RECORDS: TableDefinition<'static, (&str, &str), Row> = TableDefinition::ne
 /// Audit lines by (number, sequence); a number's newest line has the highest
 /// sequence.
 const AUDIT: TableDefinition<'static, (&str, u64), &str> = TableDefinition::new("audit");
+
+/// Number → WABA links by number, as JSON ([`NumberLink`]).
+const LINKS: TableDefinition<'static, &str, &str> = TableDefinition::new("links");
+
+/// The engine's WABA records by WABA id (opaque JSON).
+const WABAS: TableDefinition<'static, &str, &str> = TableDefinition::new("wabas");
 
 /// The first bytes of every redb file; anything else at the store's path is
 /// taken for the former JSON format.
@@ -253,6 +259,84 @@ impl BreakerStore for EmbeddedStore {
         })
     }
 
+    fn link(&self, link: NumberLink) -> BoxFuture<'_, Result<bool, StoreError>> {
+        // A write transaction of its own: redb runs one at a time, so this
+        // waits for the writer thread's commit in progress, if any.
+        self.read(move |db, path, _| {
+            let txn = db.begin_write().map_err(|e| db_error(path, e))?;
+            let changed = {
+                let mut links = txn.open_table(LINKS).map_err(|e| db_error(path, e))?;
+                let held = links
+                    .get(link.number.as_str())
+                    .map_err(|e| db_error(path, e))?
+                    .and_then(|v| serde_json::from_str::<NumberLink>(v.value()).ok());
+                let merged = merge(held.as_ref(), link);
+                if held.as_ref() == Some(&merged) {
+                    false
+                } else {
+                    let body = serde_json::to_string(&merged).unwrap_or_default();
+                    links
+                        .insert(merged.number.as_str(), body.as_str())
+                        .map_err(|e| db_error(path, e))?;
+                    true
+                }
+            };
+            txn.commit().map_err(|e| db_error(path, e))?;
+            Ok(changed)
+        })
+    }
+
+    fn link_of<'a>(
+        &'a self,
+        number: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NumberLink>, StoreError>> {
+        let number = number.to_owned();
+        self.read(move |db, path, _| {
+            let table = read_table(db, path, LINKS)?;
+            let found = table.get(number.as_str()).map_err(|e| db_error(path, e))?;
+            found.map(|v| parse_link(path, v.value())).transpose()
+        })
+    }
+
+    fn links(&self) -> BoxFuture<'_, Result<Vec<NumberLink>, StoreError>> {
+        self.read(|db, path, _| {
+            let table = read_table(db, path, LINKS)?;
+            let mut links = Vec::new();
+            for row in table.iter().map_err(|e| db_error(path, e))? {
+                let (_, value) = row.map_err(|e| db_error(path, e))?;
+                links.push(parse_link(path, value.value())?);
+            }
+            Ok(links)
+        })
+    }
+
+    fn set_waba<'a>(
+        &'a self,
+        waba: &'a str,
+        body: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let waba = waba.to_owned();
+        self.read(move |db, path, _| {
+            let txn = db.begin_write().map_err(|e| db_error(path, e))?;
+            txn.open_table(WABAS)
+                .and_then(|mut table| {
+                    table.insert(waba.as_str(), body.as_str())?;
+                    Ok(())
+                })
+                .map_err(|e| db_error(path, e))?;
+            txn.commit().map_err(|e| db_error(path, e))
+        })
+    }
+
+    fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let waba = waba.to_owned();
+        self.read(move |db, path, _| {
+            let table = read_table(db, path, WABAS)?;
+            let found = table.get(waba.as_str()).map_err(|e| db_error(path, e))?;
+            Ok(found.map(|v| v.value().to_owned()))
+        })
+    }
+
     fn audit<'a>(
         &'a self,
         number: &'a str,
@@ -294,6 +378,14 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn.open_table(definition).map_err(|e| db_error(path, e))
 }
 
+/// A stored link back.
+fn parse_link(path: &Path, json: &str) -> Result<NumberLink, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: format!("{} (links)", path.display()),
+        detail: e.to_string(),
+    })
+}
+
 /// A stored row back as a record.
 fn decode(number: &str, id: &str, value: (u64, bool, Option<u64>, &str)) -> Entry {
     let (version, active, closed_at_ms, body) = value;
@@ -320,6 +412,8 @@ fn prune(db: &Database, path: &Path, now: u64, retention: Duration) -> Result<()
             .retain(|_, (_, _, closed_at_ms, _)| !expired(closed_at_ms, now, retention))
             .map_err(|e| db_error(path, e))?;
         txn.open_table(AUDIT).map_err(|e| db_error(path, e))?;
+        txn.open_table(LINKS).map_err(|e| db_error(path, e))?;
+        txn.open_table(WABAS).map_err(|e| db_error(path, e))?;
     }
     txn.commit().map_err(|e| db_error(path, e))
 }

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -62,6 +63,31 @@ pub struct ListedVersion {
     pub number: String,
     /// The stored version.
     pub version: u64,
+}
+
+/// A business number's place in Meta's account structure, as webhooks and
+/// `[[wabas]]` tell it: the WABA it belongs to and its display number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberLink {
+    /// The `phone_number_id`.
+    pub number: String,
+    /// The WhatsApp Business Account id.
+    pub waba: String,
+    /// The display phone number (`metadata.display_phone_number`), when
+    /// known: some webhooks name the number only this way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+/// `link` over what is `held`: a display number already known stays when
+/// `link` has none.
+pub(crate) fn merge(held: Option<&NumberLink>, mut link: NumberLink) -> NumberLink {
+    if link.display.is_none() {
+        link.display = held
+            .filter(|held| held.waba == link.waba)
+            .and_then(|held| held.display.clone());
+    }
+    link
 }
 
 /// A compare-and-set request: store `record` if the stored version equals
@@ -195,6 +221,41 @@ pub trait BreakerStore: Send + Sync + 'static {
     /// from what it holds, so a quiet resync of many breakers parses
     /// nothing and holds no copy of them.
     fn list_active_versions(&self) -> BoxFuture<'_, Result<Vec<ListedVersion>, StoreError>>;
+
+    /// Stores `link` (number → WABA, display number), keeping a display
+    /// number already known when `link` has none. Returns whether what is
+    /// stored changed.
+    fn link(&self, link: NumberLink) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// What is known of `number`'s WABA.
+    fn link_of<'a>(
+        &'a self,
+        number: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NumberLink>, StoreError>>;
+
+    /// Every link; [`numbers_of`](Self::numbers_of) filters it by WABA.
+    fn links(&self) -> BoxFuture<'_, Result<Vec<NumberLink>, StoreError>>;
+
+    /// The numbers known to belong to `waba`.
+    fn numbers_of<'a>(
+        &'a self,
+        waba: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<NumberLink>, StoreError>> {
+        async move {
+            let mut links = self.links().await?;
+            links.retain(|link| link.waba == waba);
+            Ok(links)
+        }
+        .boxed()
+    }
+
+    /// Stores the WABA's own record: opaque JSON written by the engine, as
+    /// a breaker's body is.
+    fn set_waba<'a>(&'a self, waba: &'a str, body: String)
+    -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The WABA's record, if any.
+    fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
     /// Up to `limit` audit lines of `number`, newest first.
     fn audit<'a>(

@@ -25,8 +25,8 @@ use redis::{Client, RedisError, RetryMethod, Script};
 use tokio::sync::broadcast;
 
 use super::{
-    BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, StoreError, StoreEvent, StoredRecord,
-    Write,
+    BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, NumberLink, StoreError, StoreEvent,
+    StoredRecord, Write, merge,
 };
 
 mod conn;
@@ -115,6 +115,17 @@ impl Keys {
 
     fn channel(&self) -> String {
         format!("{}:changes", self.prefix)
+    }
+
+    /// One hash of every number → WABA link. One key (one Cluster slot):
+    /// links are written once per number and read on account events.
+    fn links(&self) -> String {
+        format!("{}:links", self.prefix)
+    }
+
+    /// One hash of the engine's WABA records.
+    fn wabas(&self) -> String {
+        format!("{}:wabas", self.prefix)
     }
 }
 
@@ -345,6 +356,63 @@ impl RedisStore {
         }
     }
 
+    async fn hget(&self, key: String, field: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.shared.conn.clone();
+        self.shared
+            .run(
+                redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(field)
+                    .query_async(&mut conn),
+            )
+            .await
+    }
+
+    async fn hset(&self, key: String, field: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.shared.conn.clone();
+        let _: i64 = self
+            .shared
+            .run(
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(field)
+                    .arg(value)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn store_link(&self, link: NumberLink) -> Result<bool, StoreError> {
+        let held = self.link_at(&link.number).await?;
+        let merged = merge(held.as_ref(), link);
+        if held.as_ref() == Some(&merged) {
+            return Ok(false);
+        }
+        let body = serde_json::to_string(&merged).unwrap_or_default();
+        // Two replicas learning the same link write the same value.
+        self.hset(self.keys.links(), &merged.number, &body).await?;
+        Ok(true)
+    }
+
+    async fn link_at(&self, number: &str) -> Result<Option<NumberLink>, StoreError> {
+        let key = self.keys.links();
+        self.hget(key.clone(), number)
+            .await?
+            .map(|json| parse_link(&key, &json))
+            .transpose()
+    }
+
+    async fn all_links(&self) -> Result<Vec<NumberLink>, StoreError> {
+        let key = self.keys.links();
+        let mut conn = self.shared.conn.clone();
+        let all: HashMap<String, String> = self
+            .shared
+            .run(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
+            .await?;
+        all.values().map(|json| parse_link(&key, json)).collect()
+    }
+
     async fn audit_lines(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -404,6 +472,33 @@ impl BreakerStore for RedisStore {
         self.active_versions().boxed()
     }
 
+    fn link(&self, link: NumberLink) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.store_link(link).boxed()
+    }
+
+    fn link_of<'a>(
+        &'a self,
+        number: &'a str,
+    ) -> BoxFuture<'a, Result<Option<NumberLink>, StoreError>> {
+        self.link_at(number).boxed()
+    }
+
+    fn links(&self) -> BoxFuture<'_, Result<Vec<NumberLink>, StoreError>> {
+        self.all_links().boxed()
+    }
+
+    fn set_waba<'a>(
+        &'a self,
+        waba: &'a str,
+        body: String,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move { self.hset(self.keys.wabas(), waba, &body).await }.boxed()
+    }
+
+    fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        self.hget(self.keys.wabas(), waba).boxed()
+    }
+
     fn audit<'a>(
         &'a self,
         number: &'a str,
@@ -419,4 +514,12 @@ impl BreakerStore for RedisStore {
     fn is_healthy(&self) -> bool {
         self.shared.health.is_healthy()
     }
+}
+
+/// A stored link back.
+fn parse_link(key: &str, json: &str) -> Result<NumberLink, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: key.to_owned(),
+        detail: e.to_string(),
+    })
 }

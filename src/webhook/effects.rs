@@ -2,13 +2,18 @@
 //! is read, and each error Meta reported after the fact goes through the
 //! same rules as an error in a response, with source `webhook`.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
-use crate::breaker::{Observed, Source};
+use crate::breaker::{EventAction, EventRules, Observed, Source};
 use crate::engine::Breakers;
 use crate::graph::webhook::{self, Item};
 use crate::metrics::{WEBHOOK_FIELDS, WebhookMetrics};
+use crate::store::NumberLink;
 
 /// The `account_update` events wagate knows of (reference §5.4).
 const ACCOUNT_EVENTS: [&str; 8] = [
@@ -25,7 +30,13 @@ const ACCOUNT_EVENTS: [&str; 8] = [
 /// Inspects `body` and applies its breaker effects, returning once the
 /// store has them (or holds them back while it is down). A body that is not
 /// JSON is counted and left alone: it is still forwarded as it came.
-pub(super) async fn apply(breakers: &Breakers, metrics: &WebhookMetrics, body: &[u8]) {
+pub(super) async fn apply(
+    breakers: &Breakers,
+    event_rules: &EventRules,
+    known: &Known,
+    metrics: &WebhookMetrics,
+    body: &[u8],
+) {
     let items = match webhook::parse(body) {
         Ok(items) => items,
         Err(_) => {
@@ -37,7 +48,26 @@ pub(super) async fn apply(breakers: &Breakers, metrics: &WebhookMetrics, body: &
     let mut observations = Vec::new();
     for item in items {
         match item {
-            Item::Number { .. } => metrics.change("messages"),
+            Item::Number {
+                waba,
+                number,
+                display,
+            } => {
+                metrics.change("messages");
+                let link = NumberLink {
+                    number,
+                    waba,
+                    display,
+                };
+                // Learned before this change's errors apply: a number new to
+                // a gated WABA opens as it is learned.
+                if known.is_new(&link) {
+                    match breakers.learn(link.clone()).await {
+                        Ok(_) => known.remember(&link),
+                        Err(error) => warn!(%error, "a number's WABA is not stored yet"),
+                    }
+                }
+            }
             Item::Error {
                 number,
                 code,
@@ -66,11 +96,9 @@ pub(super) async fn apply(breakers: &Breakers, metrics: &WebhookMetrics, body: &
                 if !ACCOUNT_EVENTS.contains(&update.event.as_str()) {
                     metrics.unknown("event");
                 }
-                info!(
-                    waba = %update.waba,
-                    event = %update.rule_event(),
-                    "account_update received"
-                );
+                let event = format!("account_update/{}", update.rule_event());
+                info!(waba = %update.waba, event = %event, "account_update received");
+                account_event(breakers, event_rules, &update.waba, &event).await;
             }
             Item::Other {
                 field,
@@ -89,6 +117,9 @@ pub(super) async fn apply(breakers: &Breakers, metrics: &WebhookMetrics, body: &
                     display_phone_number = display_number.as_deref().unwrap_or(""),
                     "webhook event received"
                 );
+                if let (Some(waba), Some(event)) = (waba, event) {
+                    account_event(breakers, event_rules, &waba, &format!("{field}/{event}")).await;
+                }
             }
         }
     }
@@ -96,5 +127,54 @@ pub(super) async fn apply(breakers: &Breakers, metrics: &WebhookMetrics, body: &
         if let Err(error) = outcome {
             warn!(%error, "a webhook's breaker change is not stored yet");
         }
+    }
+}
+
+/// Applies the event rule for `event` of `waba`, if there is one that does
+/// more than count.
+async fn account_event(breakers: &Breakers, rules: &EventRules, waba: &str, event: &str) {
+    let Some(rule) = rules.classify(event) else {
+        return;
+    };
+    if rule.action == EventAction::Ignore || waba.is_empty() {
+        return;
+    }
+    match breakers.waba_event(waba, event, rule).await {
+        Ok(0) => {}
+        Ok(opened) => info!(
+            waba,
+            event, opened, "account event opened the WABA's numbers"
+        ),
+        Err(error) => warn!(%error, waba, event, "an account event is not stored yet"),
+    }
+}
+
+/// The links this replica already stored, as hashes: a delivery costs a
+/// store write only for a link it has not seen.
+#[derive(Default)]
+pub(super) struct Known {
+    seen: Mutex<HashSet<u64>>,
+}
+
+impl Known {
+    fn hash(link: &NumberLink) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&link.number, &link.waba, &link.display).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn is_new(&self, link: &NumberLink) -> bool {
+        !self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&Self::hash(link))
+    }
+
+    fn remember(&self, link: &NumberLink) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::hash(link));
     }
 }

@@ -35,6 +35,7 @@ use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
 use tracing::{info, warn};
 
+use crate::breaker::EventRules;
 use crate::config::{self, Secret};
 use crate::engine::Breakers;
 use crate::graph::Verifier;
@@ -66,6 +67,8 @@ struct Shared {
     forwarder: Forwarder,
     read_timeout: Duration,
     breakers: Breakers,
+    event_rules: EventRules,
+    known: effects::Known,
     metrics: WebhookMetrics,
     recent: Mutex<Recent>,
 }
@@ -99,6 +102,7 @@ impl WebhookLayer {
     /// `insecure_skip_signature` says otherwise.
     pub fn new(
         config: &config::Webhook,
+        event_rules: EventRules,
         breakers: Breakers,
         metrics: WebhookMetrics,
     ) -> Option<Self> {
@@ -125,6 +129,8 @@ impl WebhookLayer {
                 forwarder: Forwarder::new(config.forward_timeout),
                 read_timeout: config.read_timeout,
                 breakers,
+                event_rules,
+                known: effects::Known::default(),
                 metrics,
                 recent: Mutex::default(),
             }),
@@ -302,7 +308,14 @@ impl Shared {
             if duplicate {
                 self.metrics.duplicate();
             } else {
-                effects::apply(&self.breakers, &self.metrics, &body).await;
+                effects::apply(
+                    &self.breakers,
+                    &self.event_rules,
+                    &self.known,
+                    &self.metrics,
+                    &body,
+                )
+                .await;
             }
         };
         let forward = async {

@@ -645,3 +645,49 @@ async fn a_webhook_on_one_replica_gates_the_number_on_another() {
     );
     assert_eq!(view["source"], "webhook");
 }
+
+/// The simulator posts what Meta would: a batch for several numbers,
+/// delivered twice, and a badly signed copy.
+#[tokio::test]
+async fn the_simulator_posts_batches_duplicates_and_bad_signatures_through_the_gateway() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| c.webhook.app_secret = Secret::new(SECRET)).await;
+    let hook = format!("{}/webhooks/whatsapp", gateway.url());
+    let post = |request: Value| {
+        http()
+            .post(format!("http://{}/_sim/webhooks", sim.addr))
+            .json(&request)
+            .send()
+    };
+    let bad = post(
+        json!({"url": hook, "app_secret": SECRET, "kind": "status_failed",
+        "phone_number_id": "200000000000041", "bad_signature": true}),
+    )
+    .await
+    .unwrap();
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["status"], 401, "{bad}");
+    assert_eq!(
+        send(&gateway, "200000000000041").await.status(),
+        StatusCode::OK
+    );
+
+    let batch = post(
+        json!({"url": hook, "app_secret": SECRET, "kind": "status_failed",
+        "phone_number_ids": ["200000000000041", "200000000000042"], "repeat": 2}),
+    )
+    .await
+    .unwrap();
+    let batch: Value = batch.json().await.unwrap();
+    assert_eq!(batch["statuses"], json!([200, 200]), "{batch}");
+    for number in ["200000000000041", "200000000000042"] {
+        assert_eq!(
+            send(&gateway, number).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    assert_eq!(
+        metric(gateway.admin, "wagate_webhook_duplicates_total").await,
+        1.0
+    );
+}

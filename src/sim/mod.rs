@@ -46,7 +46,8 @@ use serde::{Deserialize, Serialize};
 pub use helpers::{BLOB_MAX, blob_byte};
 pub use server::{SimHandle, spawn};
 pub use webhook::{
-    WebhookDelivery, WebhookError, WebhookKind, WebhookRequest, send_webhook, sign_webhook,
+    AppSecret, WebhookDelivery, WebhookError, WebhookKind, WebhookRequest, send_webhook,
+    sign_webhook,
 };
 
 use state::Inner;

@@ -36,7 +36,7 @@ struct Entry<V> {
     id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     time: Option<u64>,
-    changes: [Change<V>; 1],
+    changes: Vec<Change<V>>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +51,16 @@ fn notification<V>(
     field: &'static str,
     value: V,
 ) -> Notification<V> {
+    batch(request, time, field, vec![value])
+}
+
+/// One entry with a change per value: several numbers in one delivery.
+fn batch<V>(
+    request: &WebhookRequest,
+    time: Option<u64>,
+    field: &'static str,
+    values: Vec<V>,
+) -> Notification<V> {
     let id = request
         .waba_id
         .clone()
@@ -60,7 +70,10 @@ fn notification<V>(
         entry: [Entry {
             id,
             time,
-            changes: [Change { value, field }],
+            changes: values
+                .into_iter()
+                .map(|value| Change { value, field })
+                .collect(),
         }],
     }
 }
@@ -102,16 +115,32 @@ struct Details {
 }
 
 fn status_failed(request: &WebhookRequest) -> Result<Notification<StatusValue>, WebhookError> {
-    let id = request
-        .phone_number_id
-        .as_deref()
-        .filter(|id| crate::sim::route::is_id(id))
-        .ok_or(WebhookError::InvalidField(
-            "status_failed needs a numeric phone_number_id",
-        ))?;
+    let ids: Vec<&str> = if request.phone_number_ids.is_empty() {
+        request.phone_number_id.as_deref().into_iter().collect()
+    } else {
+        request
+            .phone_number_ids
+            .iter()
+            .map(String::as_str)
+            .collect()
+    };
+    if ids.is_empty() || !ids.iter().all(|id| crate::sim::route::is_id(id)) {
+        return Err(WebhookError::InvalidField(
+            "status_failed needs a numeric phone_number_id (or phone_number_ids)",
+        ));
+    }
+    let values = ids
+        .into_iter()
+        .map(|id| failed_value(request, id))
+        .collect();
+    Ok(batch(request, None, "messages", values))
+}
+
+/// One number's `messages` change with one failed status.
+fn failed_value(request: &WebhookRequest, id: &str) -> StatusValue {
     let code = request.code.unwrap_or(131031);
     let title = codes::title(code);
-    let value = StatusValue {
+    StatusValue {
         messaging_product: "whatsapp",
         metadata: Metadata {
             display_phone_number: health::display_number(id),
@@ -135,8 +164,7 @@ fn status_failed(request: &WebhookRequest) -> Result<Notification<StatusValue>, 
                 href: ERROR_CODES_HREF,
             }],
         }],
-    };
-    Ok(notification(request, None, "messages", value))
+    }
 }
 
 #[derive(Serialize)]
@@ -193,7 +221,7 @@ fn account_update(request: &WebhookRequest) -> Result<Notification<AccountUpdate
                     &request.restriction_type,
                     "RESTRICTED_BIZ_INITIATED_MESSAGING",
                 ),
-                expiration: now + 7 * 24 * 3600,
+                expiration: now + request.expires_in.unwrap_or(7 * 24 * 3600),
             }]);
         }
         "ACCOUNT_VIOLATION" => {

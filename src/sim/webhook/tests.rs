@@ -11,9 +11,13 @@ fn fixture(name: &str) -> Vec<u8> {
 fn request(kind: WebhookKind) -> WebhookRequest {
     WebhookRequest {
         url: "http://127.0.0.1:9/hook".into(),
-        app_secret: Secret::new("test-app-secret"),
+        app_secret: AppSecret::new("test-app-secret"),
         kind,
         phone_number_id: Some("200000000000001".into()),
+        phone_number_ids: Vec::new(),
+        expires_in: None,
+        repeat: None,
+        bad_signature: false,
         code: None,
         waba_id: None,
         recipient_id: None,
@@ -184,4 +188,38 @@ async fn send_rejects_non_http_urls_before_connecting() {
 fn app_secret_is_redacted_in_debug() {
     let text = format!("{:?}", request(WebhookKind::Raw));
     assert!(!text.contains("test-app-secret"), "{text}");
+}
+
+#[test]
+fn a_batch_names_every_number_once() {
+    let mut batch = request(WebhookKind::StatusFailed);
+    batch.phone_number_ids = vec!["200000000000011".into(), "200000000000012".into()];
+    let body: Value = serde_json::from_slice(&build(&batch).unwrap()).unwrap();
+    let changes = body["entry"][0]["changes"].as_array().unwrap();
+    let numbers: Vec<&str> = changes
+        .iter()
+        .map(|c| c["value"]["metadata"]["phone_number_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, ["200000000000011", "200000000000012"]);
+    batch.phone_number_ids = vec!["not-a-number".into()];
+    assert!(build(&batch).is_err());
+}
+
+#[test]
+fn a_restriction_expires_when_asked() {
+    let mut restriction = request(WebhookKind::AccountUpdate);
+    restriction.event = Some("ACCOUNT_RESTRICTION".into());
+    restriction.expires_in = Some(60);
+    let body: Value = serde_json::from_slice(&build(&restriction).unwrap()).unwrap();
+    let value = &body["entry"][0]["changes"][0]["value"];
+    let expiration = value["restriction_info"][0]["expiration"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 55..=now + 65).contains(&expiration),
+        "{expiration} vs {now}"
+    );
+    assert_eq!(format!("{:?}", restriction.app_secret), "<redacted>");
 }

@@ -223,7 +223,7 @@ impl BreakerMetrics {
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(resyncs.clone()))?;
         for s in [State::Open, State::Held, State::Ramping] {
-            for kind in ["number", "pair"] {
+            for kind in ["number", "pair", "class"] {
                 by_state.with_label_values(&[s.as_str(), kind]).set(0);
             }
         }
@@ -306,6 +306,7 @@ fn kind(key: &BreakerKey) -> &'static str {
     match key {
         BreakerKey::Number(_) => "number",
         BreakerKey::Pair { .. } => "pair",
+        BreakerKey::Class { .. } => "class",
     }
 }
 

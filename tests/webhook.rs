@@ -691,3 +691,88 @@ async fn the_simulator_posts_batches_duplicates_and_bad_signatures_through_the_g
         1.0
     );
 }
+
+fn restriction(waba: &str, kind: &str, expiration: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": waba, "time": 1786700200, "changes": [
+        {"field": "account_update", "value": {"event": "ACCOUNT_RESTRICTION",
+            "restriction_info": [{"restriction_type": kind, "expiration": expiration},
+                                 {"restriction_type": "RESTRICTED_ADD_PHONE_NUMBER_ACTION", "expiration": expiration}]}}
+    ]}]}))
+    .unwrap()
+}
+
+async fn send_kind(gateway: &InProcess, number: &str, template: bool) -> reqwest::Response {
+    let body = if template {
+        json!({"messaging_product": "whatsapp", "to": "15550009999", "type": "template",
+            "template": {"name": "order_update", "language": {"code": "en"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "42"}]}]}})
+    } else {
+        json!({"messaging_product": "whatsapp", "to": "15550009999", "type": "text", "text": {"body": "thanks, on its way"}})
+    };
+    http()
+        .post(format!("{}/v24.0/{number}/messages", gateway.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restriction_gates_one_traffic_class_until_it_expires() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| c.webhook.app_secret = Secret::new(SECRET)).await;
+    let waba = "100000000000001";
+    let (known, later) = ("200000000000051", "200000000000052");
+    deliver_signed(&gateway, &delivered(waba, known)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    deliver_signed(
+        &gateway,
+        &restriction(waba, "RESTRICTED_BIZ_INITIATED_MESSAGING", now + 3),
+    )
+    .await;
+    // Learned while the restriction runs: restricted too.
+    deliver_signed(&gateway, &delivered(waba, later)).await;
+    for number in [known, later] {
+        let refused = send_kind(&gateway, number, true).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{number}"
+        );
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], 368, "{body}");
+        assert_eq!(
+            send_kind(&gateway, number, false).await.status(),
+            StatusCode::OK,
+            "a reply passes"
+        );
+    }
+    assert_eq!(
+        sim.sim.counts(known).messages,
+        1,
+        "only the reply reached Meta"
+    );
+    support::wait_until_async(Duration::from_secs(15), "the restriction ends", || async {
+        send_kind(&gateway, known, true).await.status() == StatusCode::OK
+    })
+    .await;
+
+    // The customer-initiated kind stops replies and lets templates through.
+    let now = now + 100;
+    deliver_signed(
+        &gateway,
+        &restriction(waba, "RESTRICTED_CUSTOMER_INITIATED_MESSAGING", now),
+    )
+    .await;
+    assert_eq!(
+        send_kind(&gateway, known, false).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        send_kind(&gateway, known, true).await.status(),
+        StatusCode::OK
+    );
+}

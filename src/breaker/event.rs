@@ -25,6 +25,22 @@ pub enum Event {
     /// Time passed: ends cool-downs and ramp stages. Sent periodically for
     /// the non-closed records.
     Tick,
+    /// Meta restricted one traffic class of the number's WABA until a time
+    /// (`ACCOUNT_RESTRICTION`); applies to [`crate::breaker::BreakerKey::Class`]
+    /// keys only.
+    Restrict(Restriction),
+}
+
+/// A restriction of one traffic class, as an `ACCOUNT_RESTRICTION` webhook
+/// announces it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    /// The code refusals quote.
+    pub code: i64,
+    /// When it ends (Meta's `expiration`).
+    pub until: crate::breaker::UnixMillis,
+    /// Meta's `restriction_type` and the WABA, in words.
+    pub details: String,
 }
 
 /// A Graph error as seen by one of wagate's inputs.

@@ -32,6 +32,12 @@ pub enum EventAction {
     /// are not opened. Numbers already open stay open until health or an
     /// operator lets them go.
     Lift,
+    /// Gate the traffic classes an `ACCOUNT_RESTRICTION` names, for every
+    /// number of the WABA, until each restriction's expiration:
+    /// `RESTRICTED_BIZ_INITIATED_MESSAGING` refuses template sends,
+    /// `RESTRICTED_CUSTOMER_INITIATED_MESSAGING` every other send. Other
+    /// restriction types are recorded.
+    Restrict,
     /// Count it only.
     Ignore,
 }
@@ -44,8 +50,8 @@ pub struct EventRule {
     pub event: String,
     /// What it does.
     pub action: EventAction,
-    /// For `trip`: the code the numbers' breakers are opened with, and
-    /// that refusals quote.
+    /// For `trip` and `restrict`: the code the numbers' breakers are opened
+    /// with, and that refusals quote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
 }
@@ -53,8 +59,10 @@ pub struct EventRule {
 /// An event rules table that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventRulesError {
-    /// A `trip` rule without the code to trip with.
-    #[error("event_rules[{index}]: action `trip` needs a `code` (for example 131031)")]
+    /// A `trip` or `restrict` rule without the code refusals quote.
+    #[error(
+        "event_rules[{index}]: actions `trip` and `restrict` need a `code` (for example 131031 or 368)"
+    )]
     MissingCode {
         /// Position of the rule in the list given.
         index: usize,
@@ -77,7 +85,7 @@ pub struct EventRules {
 impl EventRules {
     /// The shipped rules (reference: `account_update` events).
     pub fn defaults() -> Self {
-        use EventAction::{Lift, Record, Trip};
+        use EventAction::{Lift, Record, Restrict, Trip};
         let rule = |event: &str, action, code| EventRule {
             event: event.to_owned(),
             action,
@@ -94,7 +102,7 @@ impl EventRules {
                 ),
                 rule("account_update/DISABLED_UPDATE/REINSTATE", Lift, None),
                 rule("account_update/ACCOUNT_VIOLATION", Record, None),
-                rule("account_update/ACCOUNT_RESTRICTION", Record, None),
+                rule("account_update/ACCOUNT_RESTRICTION", Restrict, Some(368)),
                 rule("account_update/ACCOUNT_OFFBOARDED", Record, None),
                 rule("account_update/ACCOUNT_RECONNECTED", Record, None),
                 rule("account_review_update/REJECTED", Record, None),
@@ -113,7 +121,9 @@ impl EventRules {
             if rule.event.trim().is_empty() {
                 return Err(EventRulesError::EmptyEvent { index });
             }
-            if rule.action == EventAction::Trip && rule.code.is_none() {
+            if matches!(rule.action, EventAction::Trip | EventAction::Restrict)
+                && rule.code.is_none()
+            {
                 return Err(EventRulesError::MissingCode { index });
             }
         }

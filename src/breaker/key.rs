@@ -55,6 +55,39 @@ impl fmt::Display for UnixMillis {
 /// Separates the number from the recipient hash in a pair's storage id.
 const PAIR_TAG: &str = ":pair:";
 
+/// Separates the number from the traffic class in a class's storage id.
+const CLASS_TAG: &str = ":class:";
+
+/// A kind of send, for restrictions that stop one kind only (Meta's
+/// `ACCOUNT_RESTRICTION` webhook).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrafficClass {
+    /// Business-initiated: template messages, the only sends allowed
+    /// outside a customer service window.
+    Business,
+    /// Replies within a customer service window: every other send.
+    Customer,
+}
+
+impl TrafficClass {
+    /// `business` or `customer`, as in storage ids.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Business => "business",
+            Self::Customer => "customer",
+        }
+    }
+
+    /// The class of a send, from whether it is a template message.
+    pub const fn of_send(template: bool) -> Self {
+        if template {
+            Self::Business
+        } else {
+            Self::Customer
+        }
+    }
+}
+
 /// What a breaker is keyed on.
 ///
 /// Serialized as its [`storage_id`](Self::storage_id), so a stored record
@@ -71,6 +104,14 @@ pub enum BreakerKey {
         number: String,
         /// The recipient, hashed.
         recipient: RecipientHash,
+    },
+    /// One business number's sends of one traffic class: a WABA restricted
+    /// from business-initiated messaging still answers its customers.
+    Class {
+        /// The business phone number id.
+        number: String,
+        /// The kind of send it gates.
+        class: TrafficClass,
     },
 }
 
@@ -89,15 +130,31 @@ impl BreakerKey {
         }
     }
 
-    /// The business phone number id, for either kind of key.
-    pub fn number(&self) -> &str {
-        match self {
-            Self::Number(number) | Self::Pair { number, .. } => number,
+    /// The key of one traffic class of a business number.
+    pub fn for_class(number: impl Into<String>, class: TrafficClass) -> Self {
+        Self::Class {
+            number: number.into(),
+            class,
         }
     }
 
+    /// The business phone number id, for every kind of key.
+    pub fn number(&self) -> &str {
+        match self {
+            Self::Number(number) | Self::Pair { number, .. } | Self::Class { number, .. } => number,
+        }
+    }
+
+    /// Whether the key is below a number (a pair or a class): such records
+    /// gate only some of the number's sends, and the gate reads the send's
+    /// body to tell which.
+    pub fn is_partial(&self) -> bool {
+        !matches!(self, Self::Number(_))
+    }
+
     /// The stable id stores key records on: `200000000000001` for a number,
-    /// `200000000000001:pair:<16 hex>` for a pair. It parses back with
+    /// `200000000000001:pair:<16 hex>` for a pair,
+    /// `200000000000001:class:business` for a class. It parses back with
     /// [`FromStr`].
     pub fn storage_id(&self) -> String {
         self.to_string()
@@ -109,6 +166,7 @@ impl fmt::Display for BreakerKey {
         match self {
             Self::Number(number) => f.write_str(number),
             Self::Pair { number, recipient } => write!(f, "{number}{PAIR_TAG}{recipient}"),
+            Self::Class { number, class } => write!(f, "{number}{CLASS_TAG}{}", class.as_str()),
         }
     }
 }
@@ -131,6 +189,19 @@ impl FromStr for BreakerKey {
             input: s.to_owned(),
             reason,
         };
+        if let Some((number, class)) = s.split_once(CLASS_TAG) {
+            let class = match class {
+                "business" => TrafficClass::Business,
+                "customer" => TrafficClass::Customer,
+                _ => return Err(err("the traffic class is `business` or `customer`")),
+            };
+            if number.is_empty() || number.contains(':') {
+                return Err(err(
+                    "the phone number id must be non-empty and contain no `:`",
+                ));
+            }
+            return Ok(Self::for_class(number, class));
+        }
         let (number, recipient) = match s.split_once(PAIR_TAG) {
             Some((number, hash)) => {
                 let hash = hash.parse::<RecipientHash>().map_err(|e| err(e.reason))?;
@@ -252,6 +323,21 @@ impl From<RecipientHash> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_keys_round_trip_and_sit_below_their_number() {
+        for class in [TrafficClass::Business, TrafficClass::Customer] {
+            let key = BreakerKey::for_class("200000000000001", class);
+            let id = key.storage_id();
+            assert_eq!(id, format!("200000000000001:class:{}", class.as_str()));
+            assert_eq!(id.parse::<BreakerKey>().unwrap(), key);
+            assert_eq!(key.number(), "200000000000001");
+            assert!(key.is_partial());
+        }
+        assert!(!BreakerKey::for_number("1").is_partial());
+        assert!("1:class:other".parse::<BreakerKey>().is_err());
+        assert!(":class:business".parse::<BreakerKey>().is_err());
+    }
 
     #[test]
     fn storage_ids_round_trip() {

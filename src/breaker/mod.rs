@@ -25,9 +25,9 @@ mod settings;
 mod state;
 mod transition;
 
-pub use event::{Event, HealthVerdict, Observed, OperatorAction};
+pub use event::{Event, HealthVerdict, Observed, OperatorAction, Restriction};
 pub use event_rules::{EventAction, EventRule, EventRules, EventRulesError};
-pub use key::{BreakerKey, KeyError, RecipientHash, UnixMillis};
+pub use key::{BreakerKey, KeyError, RecipientHash, TrafficClass, UnixMillis};
 pub use record::{
     Admission, Breaker, Cause, HELD_RETRY_AFTER, HealthError, RETRY_FLOOR, RampProgress, Release,
     Source, State,

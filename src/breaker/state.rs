@@ -196,7 +196,54 @@ fn step(b: Option<&Breaker>, event: &Event, ctx: &Ctx<'_>) -> Option<Change> {
         Event::Probe { ok } => ramp::probe(b?, *ok, ctx),
         Event::Operator(action) => operator::operator(b, action, ctx),
         Event::Tick => ramp::tick(b?, ctx),
+        Event::Restrict(restriction) => restrict(b, restriction, ctx),
     }
+}
+
+/// A traffic class restricted until a time: open until then, without
+/// health (Meta names the end), and later ends only move it later.
+fn restrict(
+    b: Option<&Breaker>,
+    restriction: &crate::breaker::Restriction,
+    ctx: &Ctx<'_>,
+) -> Option<Change> {
+    if !matches!(ctx.key, BreakerKey::Class { .. }) || restriction.until <= ctx.now {
+        return None;
+    }
+    if let Some(b) = b
+        && b.state != State::Closed
+        && matches!(b.release, Release::At(until) if until >= restriction.until)
+    {
+        return None;
+    }
+    let cause = Cause {
+        code: restriction.code,
+        source: Source::Webhook,
+        fbtrace_id: None,
+        details: Some(restriction.details.clone()),
+        wamid: None,
+        at: ctx.now,
+    };
+    let reason = format!(
+        "restricted by Meta ({}) until {}",
+        restriction.details, restriction.until
+    );
+    let next = Breaker {
+        key: ctx.key.clone(),
+        state: State::Open,
+        version: 0,
+        since: b
+            .filter(|b| b.state != State::Closed)
+            .map_or(ctx.now, |b| b.since),
+        cause: cause.clone(),
+        trips: 1,
+        release: Release::At(restriction.until),
+        min_open_until: restriction.until,
+        ramp: None,
+        health_errors: Vec::new(),
+        reason: reason.clone(),
+    };
+    Some(Change::by(next, &cause, reason))
 }
 
 fn observed(b: Option<&Breaker>, seen: &Observed, ctx: &Ctx<'_>) -> Option<Change> {
@@ -206,6 +253,8 @@ fn observed(b: Option<&Breaker>, seen: &Observed, ctx: &Ctx<'_>) -> Option<Chang
     let applies = match ctx.key {
         BreakerKey::Number(_) => verdict.scope != Scope::Pair,
         BreakerKey::Pair { .. } => verdict.scope == Scope::Pair,
+        // Opened by restrictions only, never by a code.
+        BreakerKey::Class { .. } => false,
     };
     if !applies {
         return None;

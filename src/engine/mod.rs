@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::breaker::{
-    Breaker, BreakerKey, Decision, Event, Observed, OperatorAction, Rules, Settings, State,
-    TransitionRecord, UnixMillis, apply,
+    Breaker, BreakerKey, Decision, Event, Observed, OperatorAction, Restriction, Rules, Settings,
+    State, TrafficClass, TransitionRecord, UnixMillis, apply,
 };
 use crate::graph::GraphError;
 use crate::metrics::BreakerMetrics;
@@ -35,7 +35,7 @@ use crate::store::{BreakerStore, StoreError};
 
 use self::snapshot::{Snapshot, StateSeries};
 use self::sync::Job;
-pub use self::wabas::{WabaEvent, WabaGate, WabaRecord};
+pub use self::wabas::{WabaEvent, WabaGate, WabaRecord, WabaRestriction};
 
 /// How often the engine does its background work.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +64,8 @@ pub enum Check {
     Pass,
     /// Refuse it (unless it is a mark-as-read), quoting this breaker.
     Refuse(Arc<Breaker>),
-    /// The number has pair back-offs: the recipient decides.
+    /// The number has pair back-offs or a restricted traffic class: the
+    /// send's body (its recipient, whether it is a template) decides.
     AskRecipient,
 }
 
@@ -214,9 +215,40 @@ impl Breakers {
         key: BreakerKey,
         observed: Observed,
     ) -> Result<OperatorOutcome, StoreError> {
+        self.apply_and_store(key, Event::GraphError(observed)).await
+    }
+
+    /// Restricts one traffic class of a number until the restriction's end
+    /// (an `ACCOUNT_RESTRICTION` webhook), waiting as
+    /// [`Breakers::observe_and_store`] does.
+    pub async fn restrict_and_store(
+        &self,
+        number: &str,
+        class: TrafficClass,
+        restriction: Restriction,
+    ) -> Result<OperatorOutcome, StoreError> {
+        let key = BreakerKey::for_class(number, class);
+        self.apply_and_store(key, Event::Restrict(restriction))
+            .await
+    }
+
+    /// The check of a send of `class` for `number`, once
+    /// [`Check::AskRecipient`] asked for the body.
+    pub fn check_class(&self, number: &str, class: TrafficClass, now: UnixMillis) -> Check {
+        let id = BreakerKey::for_class(number, class).storage_id();
+        match self.inner.snapshot.shared_if(&id, |b| b.refuses_sends(now)) {
+            Some(breaker) => Check::Refuse(breaker),
+            None => Check::Pass,
+        }
+    }
+
+    async fn apply_and_store(
+        &self,
+        key: BreakerKey,
+        event: Event,
+    ) -> Result<OperatorOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .submit(key, Event::GraphError(observed), now(), Some(reply));
+        self.inner.submit(key, event, now(), Some(reply));
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("breaker engine stopped".to_owned())))

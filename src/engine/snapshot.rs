@@ -29,6 +29,7 @@ pub(crate) struct Snapshot {
 struct Records {
     // Shared so the gate can hold a refused number's record without a copy.
     records: HashMap<String, Arc<Breaker>>,
+    /// Records below each number (pairs and traffic classes), by number.
     pairs: HashMap<String, usize>,
     metrics: BreakerMetrics,
 }
@@ -86,7 +87,8 @@ impl Snapshot {
         })
     }
 
-    /// Whether `number` has any pair back-off records.
+    /// Whether `number` has records below it: pair back-offs or a
+    /// restricted traffic class, which only the send's body can rule out.
     pub(crate) fn has_pairs(&self, number: &str) -> bool {
         self.read(|r| r.pairs.contains_key(number))
     }
@@ -292,8 +294,11 @@ impl Records {
         match self.records.get(&id) {
             Some(old) => self.metrics.breaker_removed(&old.key, old.state),
             None => {
-                if let BreakerKey::Pair { number, .. } = &record.key {
-                    *self.pairs.entry(number.clone()).or_default() += 1;
+                if record.key.is_partial() {
+                    *self
+                        .pairs
+                        .entry(record.key.number().to_owned())
+                        .or_default() += 1;
                 }
             }
         }
@@ -306,12 +311,12 @@ impl Records {
             return;
         };
         self.metrics.breaker_removed(&record.key, record.state);
-        if let BreakerKey::Pair { number, .. } = &record.key
-            && let Some(count) = self.pairs.get_mut(number)
+        if record.key.is_partial()
+            && let Some(count) = self.pairs.get_mut(record.key.number())
         {
             *count -= 1;
             if *count == 0 {
-                self.pairs.remove(number);
+                self.pairs.remove(record.key.number());
             }
         }
     }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Breakers, OperatorOutcome, now};
-use crate::breaker::{BreakerKey, EventAction, EventRule, Observed, Source, UnixMillis};
+use crate::breaker::{
+    BreakerKey, EventAction, EventRule, Observed, Restriction, Source, TrafficClass, UnixMillis,
+};
 use crate::store::{NumberLink, StoreError};
 
 /// Account events kept per WABA, newest last.
@@ -26,6 +28,41 @@ pub struct WabaRecord {
     /// The latest account events, newest last.
     #[serde(default)]
     pub events: Vec<WabaEvent>,
+    /// Restricted traffic classes, each until its end; numbers learned
+    /// while one runs are restricted too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<WabaRestriction>,
+}
+
+/// One restriction of a WABA's traffic class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WabaRestriction {
+    /// Meta's `restriction_type`.
+    pub kind: String,
+    /// `business` or `customer`.
+    pub class: String,
+    /// The code refusals quote.
+    pub code: i64,
+    /// When it ends.
+    pub until: UnixMillis,
+}
+
+impl WabaRestriction {
+    fn class(&self) -> TrafficClass {
+        if self.class == TrafficClass::Business.as_str() {
+            TrafficClass::Business
+        } else {
+            TrafficClass::Customer
+        }
+    }
+
+    fn restriction(&self, waba: &str) -> Restriction {
+        Restriction {
+            code: self.code,
+            until: self.until,
+            details: format!("WABA {waba}: {}", self.kind),
+        }
+    }
 }
 
 /// What gates a WABA.
@@ -60,8 +97,14 @@ impl Breakers {
             return Ok(false);
         }
         info!(number = %number, waba = %waba, "number learned for its WABA");
-        if let Some(gate) = self.waba_record(&waba).await?.gate {
-            self.open_for_waba(&number, &waba, &gate).await?;
+        let record = self.waba_record(&waba).await?;
+        if let Some(gate) = &record.gate {
+            self.open_for_waba(&number, &waba, gate).await?;
+        }
+        let now = now();
+        for restriction in record.restrictions.iter().filter(|r| r.until > now) {
+            self.restrict_and_store(&number, restriction.class(), restriction.restriction(&waba))
+                .await?;
         }
         Ok(true)
     }
@@ -133,6 +176,75 @@ impl Breakers {
             outcome?;
         }
         Ok(opened)
+    }
+
+    /// Restricts the traffic classes `restrictions` name (Meta's
+    /// `restriction_type`, `expiration` in Unix seconds) for every number of
+    /// `waba`, and keeps them on the WABA for numbers learned while they
+    /// run. Types other than business- and customer-initiated messaging are
+    /// only recorded. Returns how many numbers were restricted.
+    pub async fn waba_restrict(
+        &self,
+        waba: &str,
+        restrictions: &[(String, Option<i64>)],
+        code: i64,
+    ) -> Result<usize, StoreError> {
+        let mut record = self.waba_record(waba).await?;
+        let now = now();
+        record.restrictions.retain(|r| r.until > now);
+        let mut added = Vec::new();
+        for (kind, expiration) in restrictions {
+            let class = match kind.as_str() {
+                "RESTRICTED_BIZ_INITIATED_MESSAGING" => TrafficClass::Business,
+                "RESTRICTED_CUSTOMER_INITIATED_MESSAGING" => TrafficClass::Customer,
+                _ => continue,
+            };
+            let Some(seconds) = expiration.and_then(|s| u64::try_from(s).ok()) else {
+                warn!(waba, kind = %kind, "restriction without an expiration: recorded only");
+                continue;
+            };
+            let until = UnixMillis(seconds.saturating_mul(1000));
+            if until <= now {
+                continue;
+            }
+            let restriction = WabaRestriction {
+                kind: kind.clone(),
+                class: class.as_str().to_owned(),
+                code,
+                until,
+            };
+            record
+                .restrictions
+                .retain(|r| r.class != restriction.class || r.until > until);
+            if !record
+                .restrictions
+                .iter()
+                .any(|r| r.class == restriction.class)
+            {
+                record.restrictions.push(restriction.clone());
+            }
+            added.push(restriction);
+        }
+        let body = serde_json::to_string(&record).unwrap_or_default();
+        self.inner.store.set_waba(waba, body).await?;
+        if added.is_empty() {
+            return Ok(0);
+        }
+        let numbers = self.inner.store.numbers_of(waba).await?;
+        warn!(
+            waba,
+            numbers = numbers.len(),
+            "WABA restricted: gating a traffic class of its numbers"
+        );
+        let restricting = numbers.iter().flat_map(|link| {
+            added
+                .iter()
+                .map(|r| self.restrict_and_store(&link.number, r.class(), r.restriction(waba)))
+        });
+        for outcome in futures_util::future::join_all(restricting).await {
+            outcome?;
+        }
+        Ok(numbers.len())
     }
 
     async fn open_for_waba(

@@ -24,8 +24,8 @@ use tower::{Layer, Service};
 
 use super::body::{Buffered, ProxyBody, RequestBody};
 use super::respond::{GatewayError, refusal_body, refusal_response};
-use super::routes::{Route, RouteKind, classify, is_mark_as_read, send_recipient};
-use crate::breaker::{Breaker, BreakerKey};
+use super::routes::{Route, RouteKind, classify, is_mark_as_read, is_template, send_recipient};
+use crate::breaker::{Breaker, BreakerKey, TrafficClass};
 use crate::engine::{Breakers, Check, now};
 use crate::metrics::{BreakerMetrics, Metrics, Outcome};
 
@@ -79,7 +79,9 @@ impl GateLayer {
         shared.metrics.request(RouteKind::Send, Outcome::Refused);
         let id: Cow<'_, str> = match &breaker.key {
             BreakerKey::Number(number) => Cow::Borrowed(number),
-            key @ BreakerKey::Pair { .. } => Cow::Owned(key.storage_id()),
+            key @ (BreakerKey::Pair { .. } | BreakerKey::Class { .. }) => {
+                Cow::Owned(key.storage_id())
+            }
         };
         let cached = {
             let rendered = shared.rendered.read().unwrap_or_else(|e| e.into_inner());
@@ -197,13 +199,18 @@ where
         // Mark-as-read is not a send: it passes an open breaker.
         (Check::Refuse(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => None,
         (Check::Refuse(breaker), _) => Some(breaker.clone()),
-        (Check::AskRecipient, Buffered::Whole(bytes)) => {
+        (Check::AskRecipient, Buffered::Whole(bytes)) if !is_mark_as_read(bytes) => {
             let number = route.number(parts.uri.path()).unwrap_or_default();
-            match send_recipient(bytes)
-                .map(|to| layer.shared.breakers.check_pair(number, to, now()))
-            {
-                Some(Check::Refuse(breaker)) => Some(breaker),
-                _ => None,
+            let now = now();
+            let class = TrafficClass::of_send(is_template(bytes));
+            match layer.shared.breakers.check_class(number, class, now) {
+                Check::Refuse(breaker) => Some(breaker),
+                _ => match send_recipient(bytes)
+                    .map(|to| layer.shared.breakers.check_pair(number, to, now))
+                {
+                    Some(Check::Refuse(breaker)) => Some(breaker),
+                    _ => None,
+                },
             }
         }
         _ => None,

@@ -18,7 +18,7 @@ mod watchdog;
 pub use body::{BoxError, Buffered, Capture, InFlight, InFlightLimit, ProxyBody, RequestBody};
 pub use gate::{Gate, GateLayer};
 pub use respond::{ERROR_TYPE, GatewayError, envelope_response, refusal};
-pub use routes::{Route, RouteKind, classify, is_mark_as_read, send_recipient};
+pub use routes::{Route, RouteKind, classify, is_mark_as_read, is_template, send_recipient};
 pub use server::{ServeSettings, serve};
 pub use service::{GraphErrorHook, Proxy, ProxySettings};
 pub use upstream::{Dedicated, InvalidTarget, Target, UpstreamClient, client, h1_connector};

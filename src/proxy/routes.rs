@@ -155,6 +155,20 @@ pub fn send_recipient(body: &[u8]) -> Option<&str> {
     None
 }
 
+/// Whether a send body is a template message (top-level `"type":
+/// "template"`): a business-initiated send, the traffic class a
+/// `RESTRICTED_BIZ_INITIATED_MESSAGING` restriction stops. Parsed, not
+/// scanned: `type` also appears inside a template's components. A body
+/// that is not JSON is not a template (Meta refuses it anyway).
+pub fn is_template(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Kind<'_>>(body).is_ok_and(|k| k.kind.as_deref() == Some("template"))
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -222,6 +236,21 @@ impl Iterator for Segments<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_is_told_by_its_top_level_type() {
+        assert!(is_template(
+            br#"{"messaging_product":"whatsapp","to":"1","type":"template","template":{"name":"x","components":[{"type":"body"}]}}"#
+        ));
+        assert!(!is_template(
+            br#"{"to":"1","type":"interactive","interactive":{"type":"template"}}"#
+        ));
+        assert!(!is_template(
+            br#"{"to":"1","type":"text","text":{"body":"template"}}"#
+        ));
+        assert!(!is_template(b"not json"));
+        assert!(!is_template(br#"{"to":"1"}"#));
+    }
 
     fn kind_and_number(method: Method, target: &str) -> (RouteKind, Option<String>) {
         let (path, query) = target

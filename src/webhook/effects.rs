@@ -99,6 +99,23 @@ pub(super) async fn apply(
                 let event = format!("account_update/{}", update.rule_event());
                 info!(waba = %update.waba, event = %event, "account_update received");
                 account_event(breakers, event_rules, &update.waba, &event).await;
+                if let Some(rule) = event_rules.classify(&event)
+                    && rule.action == EventAction::Restrict
+                    && !update.waba.is_empty()
+                {
+                    let restrictions: Vec<(String, Option<i64>)> = update
+                        .restrictions
+                        .iter()
+                        .map(|r| (r.kind.clone(), r.expiration))
+                        .collect();
+                    let code = rule.code.unwrap_or(368);
+                    if let Err(error) = breakers
+                        .waba_restrict(&update.waba, &restrictions, code)
+                        .await
+                    {
+                        warn!(%error, waba = %update.waba, "a restriction is not stored yet");
+                    }
+                }
             }
             Item::Other {
                 field,

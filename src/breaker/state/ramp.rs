@@ -3,7 +3,6 @@
 
 use super::{Change, Ctx, trip};
 use crate::breaker::event::HealthVerdict;
-use crate::breaker::key::BreakerKey;
 use crate::breaker::record::{
     Admission, Breaker, Cause, HealthError, RampProgress, Release, Source, State,
 };
@@ -13,7 +12,8 @@ pub(super) fn health(
     verdict: &HealthVerdict,
     ctx: &Ctx<'_>,
 ) -> Option<Change> {
-    if matches!(ctx.key, BreakerKey::Pair { .. }) {
+    // Health knows numbers: pairs and classes end by their own clocks.
+    if ctx.key.is_partial() {
         return None;
     }
     let name = match verdict {

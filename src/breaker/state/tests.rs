@@ -198,3 +198,43 @@ fn fixtures_are_what_the_tests_assume() {
     assert_eq!(settings().min_open, Duration::from_secs(300));
     assert_eq!(paused().unwrap().release, Release::At(at(740)));
 }
+
+#[test]
+fn a_restriction_opens_a_class_until_its_end_and_only_a_class() {
+    use crate::breaker::{Restriction, TrafficClass};
+    let class = BreakerKey::for_class("200000000000001", TrafficClass::Business);
+    let restrict = |until: u64| {
+        Event::Restrict(Restriction {
+            code: 368,
+            until: at(until),
+            details: "RESTRICTED_BIZ_INITIATED_MESSAGING".to_owned(),
+        })
+    };
+    assert!(matches!(
+        run(None, &number(), &restrict(60), at(0)),
+        Decision::Unchanged
+    ));
+    assert!(matches!(
+        run(None, &class, &restrict(0), at(0)),
+        Decision::Unchanged
+    ));
+    let open = drive(None, &class, &restrict(60), 0).expect("restricted");
+    assert_eq!(
+        (open.state, open.release),
+        (State::Open, Release::At(at(60)))
+    );
+    assert!(open.refuses_sends(at(59)));
+    // The same end again changes nothing; a later end moves it.
+    assert!(matches!(
+        run(Some(&open), &class, &restrict(60), at(1)),
+        Decision::Unchanged
+    ));
+    let later = drive(Some(open.clone()), &class, &restrict(90), 1).unwrap();
+    assert_eq!(later.release, Release::At(at(90)));
+    // A code never opens a class; time closes it.
+    assert!(matches!(
+        run(None, &class, &seen(131031), at(0)),
+        Decision::Unchanged
+    ));
+    assert_eq!(drive(Some(later), &class, &Event::Tick, 90), None);
+}

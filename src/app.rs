@@ -117,10 +117,16 @@ pub async fn run(
     // before anything is forwarded (unless `server.gate` is off: shadow
     // mode); the proxy forwards the rest and feeds Meta's errors back to the
     // breakers.
-    let gate = config
-        .server
-        .gate
-        .then(|| GateLayer::new(breakers.clone(), metrics.clone(), breaker_metrics));
+    let gate = config.server.gate.then(|| {
+        // A send body the gate must read gets the same time as a request
+        // head: a client that stalls mid-body holds nothing for longer.
+        GateLayer::new(
+            breakers.clone(),
+            metrics.clone(),
+            breaker_metrics,
+            config.server.header_read_timeout,
+        )
+    });
     // Webhook deliveries are answered before the gate, and never reach the
     // proxy; without a webhook key the layer is not there at all.
     let webhooks = WebhookLayer::new(

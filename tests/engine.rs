@@ -472,3 +472,31 @@ async fn a_resync_reads_only_the_records_whose_version_moved() {
     assert_eq!(b.engine.list().len(), 300);
     assert_eq!(b.engine.get(&tripped[8]), a.engine.get(&tripped[8]));
 }
+
+/// A webhook that names a number by its display number only is resolved
+/// through the links the store keeps.
+#[tokio::test]
+async fn a_display_number_is_resolved_through_the_waba_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("b.db")).unwrap());
+    let r = replica(store, Rules::defaults(), Timing::default()).await;
+    let link = wagate::store::NumberLink {
+        number: "200000000000061".to_owned(),
+        waba: "100000000000001".to_owned(),
+        display: Some("15550001111".to_owned()),
+    };
+    assert!(r.engine.learn(link.clone()).await.unwrap());
+    assert!(!r.engine.learn(link).await.unwrap(), "known already");
+    let found = r
+        .engine
+        .number_for_display("100000000000001", "+1 555-000-1111")
+        .await
+        .unwrap();
+    assert_eq!(found.as_deref(), Some("200000000000061"));
+    let other_waba = r
+        .engine
+        .number_for_display("100000000000002", "15550001111")
+        .await
+        .unwrap();
+    assert_eq!(other_waba, None);
+}

@@ -776,3 +776,46 @@ async fn a_restriction_gates_one_traffic_class_until_it_expires() {
         StatusCode::OK
     );
 }
+
+/// Sends a request head announcing a body, then only part of it, on a raw
+/// connection; returns the status line the gateway answers with.
+async fn stalled_body(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"to\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered before the test's own deadline")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_and_nothing_is_forwarded() {
+    let sim = sim().await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.webhook.app_secret = Secret::new(SECRET);
+        c.webhook.forward_url = receiver.url();
+        c.webhook.read_timeout = Duration::from_millis(300);
+        c.server.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let status = stalled_body(gateway.proxy, "/webhooks/whatsapp").await;
+    assert!(status.contains(" 408 "), "{status}");
+    assert!(receiver.got().is_empty());
+
+    // The gate reads a send's body only for a number it may refuse: trip one.
+    deliver_signed(&gateway, &fixture("webhook_status_failed_131031.json")).await;
+    let status = stalled_body(gateway.proxy, &format!("/v24.0/{NUMBER}/messages")).await;
+    assert!(status.contains(" 408 "), "{status}");
+    assert_eq!(sim.sim.counts(NUMBER).messages, 0);
+}

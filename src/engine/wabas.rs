@@ -109,6 +109,27 @@ impl Breakers {
         Ok(true)
     }
 
+    /// The phone number id behind a display number of `waba`, for the
+    /// webhooks that name a number only that way
+    /// (`phone_number_quality_update`, `security`). Reads the WABA's links
+    /// from the store: these events are rare.
+    pub async fn number_for_display(
+        &self,
+        waba: &str,
+        display: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+        let wanted = digits(display);
+        Ok(self
+            .inner
+            .store
+            .numbers_of(waba)
+            .await?
+            .into_iter()
+            .find(|link| link.display.as_deref().is_some_and(|d| digits(d) == wanted))
+            .map(|link| link.number))
+    }
+
     /// The link of `number`, if known.
     pub async fn link_of(&self, number: &str) -> Result<Option<NumberLink>, StoreError> {
         self.inner.store.link_of(number).await

@@ -76,6 +76,21 @@ impl RequestBody {
         }
     }
 
+    /// [`RequestBody::read_bounded`] within `deadline`: every body the
+    /// gateway reads itself (the gate's look at a send, a webhook delivery)
+    /// is read this way, so a client that sends slowly cannot hold the
+    /// connection. `Ok(None)` when the deadline passed.
+    pub async fn read_bounded_within(
+        self,
+        bound: usize,
+        deadline: std::time::Duration,
+    ) -> Result<Option<Buffered>, BoxError> {
+        match tokio::time::timeout(deadline, self.read_bounded(bound)).await {
+            Ok(read) => read.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Reads up to `bound` bytes. Returns the whole body when it fits, or a
     /// body that replays what was read followed by the rest.
     pub async fn read_bounded(self, bound: usize) -> Result<Buffered, BoxError> {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::IntCounter;
@@ -46,6 +47,8 @@ pub struct GateLayer {
 
 struct Shared {
     breakers: Breakers,
+    /// How long a client may take to send a body the gate must read.
+    read_timeout: Duration,
     metrics: Metrics,
     breaker_metrics: BreakerMetrics,
     rendered: RwLock<HashMap<String, Rendered>>,
@@ -62,10 +65,18 @@ struct Rendered {
 
 impl GateLayer {
     /// A gate deciding with `breakers`.
-    pub fn new(breakers: Breakers, metrics: Metrics, breaker_metrics: BreakerMetrics) -> Self {
+    /// A gate deciding with `breakers`, reading a send's body (when it must)
+    /// within `read_timeout`.
+    pub fn new(
+        breakers: Breakers,
+        metrics: Metrics,
+        breaker_metrics: BreakerMetrics,
+        read_timeout: Duration,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 breakers,
+                read_timeout,
                 metrics,
                 breaker_metrics,
                 rendered: RwLock::default(),
@@ -183,8 +194,17 @@ where
     S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>,
 {
     let (parts, body) = request.into_parts();
-    let buffered = match body.read_bounded(READ_BOUND).await {
-        Ok(buffered) => buffered,
+    let read_timeout = layer.shared.read_timeout;
+    let buffered = match body.read_bounded_within(READ_BOUND, read_timeout).await {
+        Ok(Some(buffered)) => buffered,
+        Ok(None) => {
+            // Nothing was forwarded.
+            layer
+                .shared
+                .metrics
+                .request(RouteKind::Send, Outcome::BadRequest);
+            return GatewayError::RequestTimeout(read_timeout).into_response();
+        }
         Err(_) => {
             // The client's body failed or passed the size limit; nothing
             // was forwarded.

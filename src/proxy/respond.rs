@@ -37,6 +37,8 @@ pub enum GatewayError {
     Overloaded,
     /// `CONNECT` and other requests that can never be forwarded.
     MethodNotAllowed,
+    /// The client did not send the body the gateway had to read in time.
+    RequestTimeout(Duration),
 }
 
 impl GatewayError {
@@ -47,7 +49,7 @@ impl GatewayError {
             Self::GatewayTimeout(_) => Outcome::Timeout,
             Self::PayloadTooLarge(_) => Outcome::TooLarge,
             Self::Overloaded => Outcome::Overloaded,
-            Self::MethodNotAllowed => Outcome::BadRequest,
+            Self::MethodNotAllowed | Self::RequestTimeout(_) => Outcome::BadRequest,
         }
     }
 
@@ -92,6 +94,17 @@ impl GatewayError {
                 "Gateway overloaded",
                 "Too many requests are in flight through the gateway; retry shortly.".to_owned(),
                 Some(1),
+            ),
+            // Nothing was forwarded: sending again is safe.
+            Self::RequestTimeout(after) => (
+                StatusCode::REQUEST_TIMEOUT,
+                2,
+                "Request body timeout",
+                format!(
+                    "The request body did not arrive within {}; nothing was forwarded.",
+                    humantime::format_duration(after)
+                ),
+                None,
             ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

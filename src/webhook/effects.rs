@@ -127,11 +127,22 @@ pub(super) async fn apply(
                 if !WEBHOOK_FIELDS.contains(&field.as_str()) {
                     metrics.unknown("field");
                 }
+                // Named by its display number only: resolved through the
+                // number → WABA map, for the log.
+                let number = match (&waba, &display_number) {
+                    (Some(waba), Some(display)) => breakers
+                        .number_for_display(waba, display)
+                        .await
+                        .ok()
+                        .flatten(),
+                    _ => None,
+                };
                 info!(
                     field = %field,
                     waba = waba.as_deref().unwrap_or(""),
                     event = event.as_deref().unwrap_or(""),
                     display_phone_number = display_number.as_deref().unwrap_or(""),
+                    number = number.as_deref().unwrap_or(""),
                     "webhook event received"
                 );
                 if let (Some(waba), Some(event)) = (waba, event) {

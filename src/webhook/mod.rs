@@ -265,17 +265,19 @@ impl Shared {
 
     async fn delivery(&self, request: Request<RequestBody>, mode: Mode) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
-        let read = tokio::time::timeout(self.read_timeout, body.read_bounded(BODY_LIMIT)).await;
+        let read = body
+            .read_bounded_within(BODY_LIMIT, self.read_timeout)
+            .await;
         let body = match read {
-            Ok(Ok(Buffered::Whole(bytes))) => bytes,
-            Ok(Ok(Buffered::Partial(_)) | Err(_)) => {
+            Ok(Some(Buffered::Whole(bytes))) => bytes,
+            Ok(Some(Buffered::Partial(_))) | Err(_) => {
                 self.metrics.delivery("too_large");
                 return error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "webhook deliveries are at most 3 MiB",
                 );
             }
-            Err(_) => {
+            Ok(None) => {
                 self.metrics.delivery("read_timeout");
                 return error(
                     StatusCode::REQUEST_TIMEOUT,

@@ -4,111 +4,77 @@
 //! The simulator treats every id it is asked about as a phone number, so the
 //! PHONE_NUMBER entity is always present, followed by WABA, BUSINESS and APP.
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Health;
+use crate::graph::health::{CanSend, Entity, EntityError, HealthStatus};
 
 /// The WABA every simulated number belongs to (the fixtures' id).
 pub(crate) const WABA_ID: &str = "100000000000001";
 const BUSINESS_ID: &str = "400000000000001";
 const APP_ID: &str = "300000000000001";
 
-const AVAILABLE: &str = "AVAILABLE";
-const LIMITED: &str = "LIMITED";
-const BLOCKED: &str = "BLOCKED";
-
-#[derive(Serialize)]
-struct HealthStatus<'a> {
-    can_send_message: &'static str,
-    entities: Vec<Entity<'a>>,
-}
-
-#[derive(Serialize)]
-struct Entity<'a> {
-    entity_type: &'static str,
-    id: &'a str,
-    can_send_message: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    additional_info: Option<[&'static str; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<[HealthError; 1]>,
-}
-
-#[derive(Serialize)]
-struct HealthError {
-    error_code: i64,
-    error_description: &'static str,
-    possible_solution: &'static str,
-}
-
-impl<'a> Entity<'a> {
-    fn available(entity_type: &'static str, id: &'a str) -> Self {
-        Self {
-            entity_type,
-            id,
-            can_send_message: AVAILABLE,
-            additional_info: None,
-            errors: None,
-        }
-    }
-
-    fn limited(mut self, info: &'static str) -> Self {
-        self.can_send_message = LIMITED;
-        self.additional_info = Some([info]);
-        self
-    }
-
-    fn blocked(mut self, error: HealthError) -> Self {
-        self.can_send_message = BLOCKED;
-        self.errors = Some([error]);
-        self
+fn available(entity_type: &str, id: &str) -> Entity {
+    Entity {
+        entity_type: entity_type.to_owned(),
+        id: id.to_owned(),
+        can_send_message: CanSend::Available,
+        additional_info: Vec::new(),
+        errors: Vec::new(),
     }
 }
 
-fn entities(id: &str, health: Health) -> Vec<Entity<'_>> {
-    let mut phone = Entity::available("PHONE_NUMBER", id);
-    let mut waba = Entity::available("WABA", WABA_ID);
-    let mut business = Entity::available("BUSINESS", BUSINESS_ID);
-    let mut app = Entity::available("APP", APP_ID);
+fn limited(mut entity: Entity, info: &str) -> Entity {
+    entity.can_send_message = CanSend::Limited;
+    entity.additional_info = vec![info.to_owned()];
+    entity
+}
+
+fn blocked(mut entity: Entity, code: i64, description: &str, solution: &str) -> Entity {
+    entity.can_send_message = CanSend::Blocked;
+    entity.errors = vec![EntityError {
+        error_code: code,
+        error_description: description.to_owned(),
+        possible_solution: Some(solution.to_owned()),
+    }];
+    entity
+}
+
+fn entities(id: &str, health: Health) -> Vec<Entity> {
+    let mut phone = available("PHONE_NUMBER", id);
+    let mut waba = available("WABA", WABA_ID);
+    let mut business = available("BUSINESS", BUSINESS_ID);
+    let mut app = available("APP", APP_ID);
     match health {
         Health::Available => {}
         Health::Limited => {
-            business = business.limited(
+            business = limited(
+                business,
                 "Your business has not completed business verification, so your messaging limit cannot be increased.",
             );
-            app = app.limited(
+            app = limited(
+                app,
                 "Your app is not subscribed to the message webhook. This means you will not receive any messages sent to your phone number.",
             );
         }
         Health::Blocked => {
-            phone = phone.blocked(HealthError {
-                error_code: 131031,
-                error_description: "The business phone number is locked and cannot send messages.",
-                possible_solution: "Check Business Support Home for policy violations or re-register the number with the correct two-step verification PIN.",
-            });
+            phone = blocked(
+                phone,
+                131031,
+                "The business phone number is locked and cannot send messages.",
+                "Check Business Support Home for policy violations or re-register the number with the correct two-step verification PIN.",
+            );
         }
         Health::WabaBlocked => {
-            waba = waba.blocked(HealthError {
-                error_code: 141014,
-                error_description: "The WABA is banned.",
-                possible_solution: "Please visit Business Support Home for more details (https://business.facebook.com/accountquality) on how to appeal the ban.",
-            });
+            waba = blocked(
+                waba,
+                141014,
+                "The WABA is banned.",
+                "Please visit Business Support Home for more details (https://business.facebook.com/accountquality) on how to appeal the ban.",
+            );
         }
     }
     vec![phone, waba, business, app]
-}
-
-/// Overall value: BLOCKED if any entity is, else LIMITED if any is, else AVAILABLE.
-fn overall(entities: &[Entity<'_>]) -> &'static str {
-    let any = |v: &str| entities.iter().any(|e| e.can_send_message == v);
-    if any(BLOCKED) {
-        BLOCKED
-    } else if any(LIMITED) {
-        LIMITED
-    } else {
-        AVAILABLE
-    }
 }
 
 /// A display number derived from the id (`1555` and its last seven
@@ -133,7 +99,7 @@ fn info_fields(id: &str) -> [(&'static str, Value); 4] {
 pub(crate) fn health_body(id: &str, health: Health, fields: &[&str]) -> Value {
     let entities = entities(id, health);
     let status = HealthStatus {
-        can_send_message: overall(&entities),
+        can_send_message: HealthStatus::overall(&entities),
         entities,
     };
     let mut map = Map::new();

@@ -21,6 +21,19 @@ print(exe[-1] if exe else "")' "$name")
   readlink -f "$bin"
 }
 
+# install_missing <command>:<Debian package>...: installs, from Debian, the
+# packages of the commands that are not on the PATH.
+install_missing() {
+  local need=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} from Debian"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
 # The wagate release binary.
 wagate_release_bin() {
   release_executable wagate --bin wagate

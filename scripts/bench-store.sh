@@ -46,14 +46,7 @@ for size in "${sizes[@]}"; do
   esac
 done
 
-need=()
-command -v hey >/dev/null 2>&1 || need+=(hey)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_missing hey:hey curl:curl redis-server:redis-server
 
 bin=$(wagate_release_bin)
 echo "wagate: $bin ($(tree_version))"

@@ -28,13 +28,7 @@ case $seconds in '' | *[!0-9]*)
   exit 2
   ;;
 esac
-need=()
-command -v hey >/dev/null 2>&1 || need+=(hey)
-command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_missing hey:hey nginx:nginx-light
 
 bin=$(wagate_release_bin)
 echo "wagate: $bin ($(tree_version))"

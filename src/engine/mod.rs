@@ -13,6 +13,7 @@
 //! snapshot, applies new trips locally, and writes them when the store is
 //! back. A closed number is never refused because the store is down.
 
+mod codec;
 mod restore;
 mod snapshot;
 mod sync;

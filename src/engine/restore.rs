@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use tracing::warn;
 
-use super::sync::{parse, stored};
+use super::codec::{parse, stored};
 use super::{Inner, now};
 use crate::breaker::{Breaker, State, TransitionRecord};
 use crate::store::{CasOutcome, ListedVersion, StoreError, StoredRecord, Write};

@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
+use super::codec::{parse, stored};
 use super::{Inner, OperatorOutcome, Timing, now};
 use crate::breaker::{Breaker, BreakerKey, Decision, Event, Release, State, UnixMillis, apply};
 use crate::store::{CasOutcome, StoreError, StoreEvent, StoredRecord, Write};
@@ -449,26 +450,4 @@ fn tombstone(base: &Breaker, now: UnixMillis) -> Breaker {
     record.since = now;
     record.ramp = None;
     record
-}
-
-pub(super) fn stored(breaker: &Breaker) -> StoredRecord {
-    StoredRecord {
-        id: breaker.key.storage_id(),
-        number: breaker.key.number().to_owned(),
-        version: breaker.version,
-        active: breaker.state != State::Closed,
-        // Plain data with string keys: serializing cannot fail.
-        body: serde_json::to_string(breaker).unwrap_or_default(),
-    }
-}
-
-pub(super) fn parse(record: &StoredRecord) -> Result<Breaker, StoreError> {
-    let mut breaker: Breaker =
-        serde_json::from_str(&record.body).map_err(|e| StoreError::Corrupt {
-            what: record.id.clone(),
-            detail: e.to_string(),
-        })?;
-    // The store's version is the one its check-and-set compares.
-    breaker.version = record.version;
-    Ok(breaker)
 }

@@ -333,3 +333,31 @@ on_both_stores! {
         assert_eq!(store.link_of("1").await.unwrap(), Some(link("1", "W2", None)));
     }
 }
+
+on_both_stores! {
+    /// A lease has one holder at a time: another is refused while it runs,
+    /// the holder renews it, a release frees it, and once its time passes
+    /// without a renewal another holder takes it over.
+    async fn a_lease_has_one_holder_and_expires(backend: Backend) {
+        let a = backend.open().await;
+        let b = backend_second_handle(&backend, &a).await;
+        let long = Duration::from_secs(30);
+        assert!(a.take_lease("1001", "health", "replica-a", long).await.unwrap());
+        assert!(!b.take_lease("1001", "health", "replica-b", long).await.unwrap());
+        assert!(a.take_lease("1001", "health", "replica-a", long).await.unwrap(), "renewed");
+        // Another lease, or another number, is another lease.
+        assert!(b.take_lease("1001", "probe", "replica-b", long).await.unwrap());
+        assert!(b.take_lease("1002", "health", "replica-b", long).await.unwrap());
+
+        assert!(!b.release_lease("1001", "health", "replica-b").await.unwrap());
+        assert!(a.release_lease("1001", "health", "replica-a").await.unwrap());
+        assert!(b.take_lease("1001", "health", "replica-b", Duration::from_millis(200)).await.unwrap());
+        // replica-b stops renewing: replica-a takes over once it expires.
+        support::wait_until_async(Duration::from_secs(5), "the lease expires", || {
+            let a = a.clone();
+            async move { a.take_lease("1001", "health", "replica-a", long).await.unwrap() }
+        })
+        .await;
+        assert!(!b.take_lease("1001", "health", "replica-b", long).await.unwrap());
+    }
+}

@@ -344,6 +344,20 @@ async fn works_on_a_three_master_cluster() {
     store_contract::check(&a, "200000000000001").await;
 
     let spread = numbers_on_every_master(&cluster, 2);
+    // Leases are hash-tagged per number: one per master, one holder each.
+    for number in &spread {
+        let ttl = Duration::from_secs(30);
+        assert!(
+            a.take_lease(number, "health", "a", ttl)
+                .await
+                .expect("lease")
+        );
+        assert!(
+            !b.take_lease(number, "health", "b", ttl)
+                .await
+                .expect("lease")
+        );
+    }
     let mut events_a = a.subscribe();
     let mut events_b = b.subscribe();
     let mut written = Vec::new();

@@ -17,6 +17,7 @@
 //! A JSON file left by an earlier wagate (the whole record set in one
 //! document) is migrated once, on first start; see [`migrate`].
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
@@ -99,6 +100,9 @@ fn expired(closed_at_ms: Option<u64>, now_ms: u64, retention: Duration) -> bool 
 /// The single-replica store backed by a local database file.
 pub struct EmbeddedStore {
     path: PathBuf,
+    /// Leases by (number, name): (holder, until). In memory: one process
+    /// is the only replica, and a restart starts with none held.
+    leases: std::sync::Mutex<HashMap<(String, String), (String, std::time::Instant)>>,
     options: EmbeddedOptions,
     db: Arc<Database>,
     writer: writer::Handle,
@@ -153,6 +157,7 @@ impl EmbeddedStore {
         })?;
         Ok(Self {
             path,
+            leases: std::sync::Mutex::default(),
             options,
             db,
             writer,
@@ -326,6 +331,42 @@ impl BreakerStore for EmbeddedStore {
                 .map_err(|e| db_error(path, e))?;
             txn.commit().map_err(|e| db_error(path, e))
         })
+    }
+
+    fn take_lease<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = std::time::Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (number.to_owned(), name.to_owned());
+        let free = leases
+            .get(&key)
+            .is_none_or(|(held_by, until)| held_by == holder || *until <= now);
+        if free {
+            leases.insert(key, (holder.to_owned(), now + ttl));
+        }
+        futures_util::future::ready(Ok(free)).boxed()
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (number.to_owned(), name.to_owned());
+        let held = leases
+            .get(&key)
+            .is_some_and(|(held_by, _)| held_by == holder);
+        if held {
+            leases.remove(&key);
+        }
+        futures_util::future::ready(Ok(held)).boxed()
     }
 
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {

@@ -257,6 +257,26 @@ pub trait BreakerStore: Send + Sync + 'static {
     /// The WABA's record, if any.
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
+    /// Takes the lease `name` of `number` for `holder` for `ttl`, or renews
+    /// it when `holder` has it: exactly one holder at a time across every
+    /// replica, and a holder that stops renewing loses it once `ttl` has
+    /// passed. Returns whether `holder` holds it now.
+    fn take_lease<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        holder: &'a str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives the lease up if `holder` has it; returns whether it did.
+    fn release_lease<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
     /// Up to `limit` audit lines of `number`, newest first.
     fn audit<'a>(
         &'a self,

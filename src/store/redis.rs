@@ -117,6 +117,10 @@ impl Keys {
         format!("{}:changes", self.prefix)
     }
 
+    fn lease(&self, number: &str, name: &str) -> String {
+        format!("{}:{{{number}}}:lease:{name}", self.prefix)
+    }
+
     /// One hash of every number → WABA link. One key (one Cluster slot):
     /// links are written once per number and read on account events.
     fn links(&self) -> String {
@@ -176,6 +180,7 @@ pub struct RedisStore {
     shared: Arc<Shared>,
     keys: Keys,
     script: Script,
+    lease_script: Script,
     _subscriber: SubscriberGuard,
 }
 
@@ -239,6 +244,7 @@ impl RedisStore {
             shared,
             keys,
             script: Script::new(include_str!("transition.lua")),
+            lease_script: Script::new(include_str!("lease.lua")),
             _subscriber: subscriber,
         })
     }
@@ -354,6 +360,22 @@ impl RedisStore {
                 detail: "a record field is missing".to_owned(),
             }),
         }
+    }
+
+    async fn lease_op(
+        &self,
+        number: &str,
+        name: &str,
+        op: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        super::check_number(number).map_err(StoreError::InvalidWrite)?;
+        let mut invocation = self.lease_script.key(self.keys.lease(number, name));
+        invocation.arg(op).arg(holder).arg(ttl_ms.max(1));
+        let mut conn = self.shared.conn.clone();
+        let held: i64 = self.shared.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(held == 1)
     }
 
     async fn hget(&self, key: String, field: &str) -> Result<Option<String>, StoreError> {
@@ -493,6 +515,26 @@ impl BreakerStore for RedisStore {
         body: String,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move { self.hset(self.keys.wabas(), waba, &body).await }.boxed()
+    }
+
+    fn take_lease<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        holder: &'a str,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.lease_op(number, name, "take", holder, ttl_ms).boxed()
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.lease_op(number, name, "release", holder, 1).boxed()
     }
 
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {

@@ -361,3 +361,31 @@ on_both_stores! {
         assert!(!b.take_lease("1001", "health", "replica-b", long).await.unwrap());
     }
 }
+
+on_both_stores! {
+    /// A shared rate admits one event per interval across every handle,
+    /// says how long until the next, and admits again once that passed.
+    async fn a_rate_admits_one_event_per_interval_across_replicas(backend: Backend) {
+        let a = backend.open().await;
+        let b = backend_second_handle(&backend, &a).await;
+        assert_eq!(a.admit("1001", "ramp", 5).await.unwrap(), None, "the first passes");
+        let wait = b
+            .admit("1001", "ramp", 5)
+            .await
+            .unwrap()
+            .expect("the second, at once, from another replica, waits");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        // Another number's rate is its own.
+        assert_eq!(b.admit("1002", "ramp", 5).await.unwrap(), None);
+        support::wait_until_async(Duration::from_secs(5), "the next slot", || {
+            let a = a.clone();
+            async move { a.admit("1001", "ramp", 5).await.unwrap().is_none() }
+        })
+        .await;
+        // Admitted once per slot: right after, the next waits again.
+        assert!(a.admit("1001", "ramp", 5).await.unwrap().is_some());
+    }
+}

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read as _};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, oneshot};
 
@@ -97,12 +101,18 @@ fn expired(closed_at_ms: Option<u64>, now_ms: u64, retention: Duration) -> bool 
     closed_at_ms.is_some_and(|closed| closed.saturating_add(retention_ms) <= now_ms)
 }
 
+/// A governor limiter of one rate, in process.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+
 /// The single-replica store backed by a local database file.
 pub struct EmbeddedStore {
     path: PathBuf,
     /// Leases by (number, name): (holder, until). In memory: one process
     /// is the only replica, and a restart starts with none held.
     leases: std::sync::Mutex<HashMap<(String, String), (String, std::time::Instant)>>,
+    /// Rates by (number, name), each a governor limiter at the rate it was
+    /// last asked for.
+    rates: std::sync::Mutex<HashMap<(String, String), (u32, Limiter)>>,
     options: EmbeddedOptions,
     db: Arc<Database>,
     writer: writer::Handle,
@@ -158,6 +168,7 @@ impl EmbeddedStore {
         Ok(Self {
             path,
             leases: std::sync::Mutex::default(),
+            rates: std::sync::Mutex::default(),
             options,
             db,
             writer,
@@ -367,6 +378,36 @@ impl BreakerStore for EmbeddedStore {
             leases.remove(&key);
         }
         futures_util::future::ready(Ok(held)).boxed()
+    }
+
+    fn admit<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        per_second: u32,
+    ) -> BoxFuture<'a, Result<Option<Duration>, StoreError>> {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (number.to_owned(), name.to_owned());
+        let entry = rates.entry(key).or_insert_with(|| {
+            (
+                rate.get(),
+                RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN)),
+            )
+        });
+        // A new stage's rate starts a new schedule.
+        if entry.0 != rate.get() {
+            *entry = (
+                rate.get(),
+                RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN)),
+            );
+        }
+        let wait = entry
+            .1
+            .check()
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()));
+        futures_util::future::ready(Ok(wait)).boxed()
     }
 
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {

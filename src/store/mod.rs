@@ -277,6 +277,18 @@ pub trait BreakerStore: Send + Sync + 'static {
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
+    /// Admits one event of `number`'s rate `name` at `per_second` (at
+    /// least 1), shared by every replica: one event per 1/`per_second`,
+    /// no burst. `None` when admitted, else how long until the next event
+    /// would be. A closed number never gets here: only ramping numbers are
+    /// rate-limited.
+    fn admit<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        per_second: u32,
+    ) -> BoxFuture<'a, Result<Option<std::time::Duration>, StoreError>>;
+
     /// Up to `limit` audit lines of `number`, newest first.
     fn audit<'a>(
         &'a self,

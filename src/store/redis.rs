@@ -117,6 +117,10 @@ impl Keys {
         format!("{}:changes", self.prefix)
     }
 
+    fn rate(&self, number: &str, name: &str) -> String {
+        format!("{}:{{{number}}}:rate:{name}", self.prefix)
+    }
+
     fn lease(&self, number: &str, name: &str) -> String {
         format!("{}:{{{number}}}:lease:{name}", self.prefix)
     }
@@ -181,6 +185,7 @@ pub struct RedisStore {
     keys: Keys,
     script: Script,
     lease_script: Script,
+    rate_script: Script,
     _subscriber: SubscriberGuard,
 }
 
@@ -245,6 +250,7 @@ impl RedisStore {
             keys,
             script: Script::new(include_str!("transition.lua")),
             lease_script: Script::new(include_str!("lease.lua")),
+            rate_script: Script::new(include_str!("rate.lua")),
             _subscriber: subscriber,
         })
     }
@@ -376,6 +382,23 @@ impl RedisStore {
         let mut conn = self.shared.conn.clone();
         let held: i64 = self.shared.run(invocation.invoke_async(&mut conn)).await?;
         Ok(held == 1)
+    }
+
+    async fn admit_one(
+        &self,
+        number: &str,
+        name: &str,
+        per_second: u32,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        super::check_number(number).map_err(StoreError::InvalidWrite)?;
+        let interval_us = 1_000_000 / u64::from(per_second.max(1));
+        let mut invocation = self.rate_script.key(self.keys.rate(number, name));
+        invocation.arg(interval_us);
+        let mut conn = self.shared.conn.clone();
+        let (admitted, wait_us): (i64, i64) =
+            self.shared.run(invocation.invoke_async(&mut conn)).await?;
+        Ok((admitted != 1)
+            .then(|| std::time::Duration::from_micros(u64::try_from(wait_us).unwrap_or(0))))
     }
 
     async fn hget(&self, key: String, field: &str) -> Result<Option<String>, StoreError> {
@@ -535,6 +558,15 @@ impl BreakerStore for RedisStore {
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.lease_op(number, name, "release", holder, 1).boxed()
+    }
+
+    fn admit<'a>(
+        &'a self,
+        number: &'a str,
+        name: &'a str,
+        per_second: u32,
+    ) -> BoxFuture<'a, Result<Option<std::time::Duration>, StoreError>> {
+        self.admit_one(number, name, per_second).boxed()
     }
 
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {

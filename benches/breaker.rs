@@ -16,6 +16,7 @@ fn lock() -> Event {
         fbtrace_id: Some("AqZ3nY1x0bKdT7m2pQe9sLw".to_owned()),
         details: Some("Business account has been locked.".to_owned()),
         wamid: None,
+        wait_hint: None,
     })
 }
 

@@ -233,6 +233,7 @@ async fn throttling_cools_a_number_down_and_pair_limits_back_off_one_recipient()
             code: 130429,
             http_status: Some(429),
             times: Some(1),
+            headers: Default::default(),
             body: None,
         },
     );
@@ -252,6 +253,7 @@ async fn throttling_cools_a_number_down_and_pair_limits_back_off_one_recipient()
             code: 131056,
             http_status: Some(400),
             times: Some(1),
+            headers: Default::default(),
             body: None,
         },
     );
@@ -490,4 +492,43 @@ async fn a_closed_number_sends_no_redis_commands() {
         total <= 10,
         "closed-number sends cost Redis commands: {per_command:?}"
     );
+}
+
+/// A throttle's cool-down lasts as long as Meta's answer asks (here a
+/// `Retry-After` of one second), not the rule's 60 s.
+#[tokio::test]
+async fn a_cool_down_follows_the_answers_own_wait() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = InProcess::start(sim.addr, embedded(&dir)).await;
+    let base = gateway.url();
+    sim.sim.inject_error(
+        LOCKED,
+        ErrorInjection {
+            code: 130429,
+            http_status: Some(429),
+            times: Some(1),
+            headers: [("retry-after".to_owned(), "1".to_owned())].into(),
+            body: None,
+        },
+    );
+    let throttled = send(&base, LOCKED).await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        throttled.headers()["retry-after"],
+        "1",
+        "Meta's headers reach the client"
+    );
+    let refused = send(&base, LOCKED).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry <= 1, "Retry-After {retry}");
+    support::wait_until_async(Duration::from_secs(10), "the cool-down ends", || async {
+        send(&base, LOCKED).await.status() == StatusCode::OK
+    })
+    .await;
 }

@@ -59,6 +59,15 @@ pub struct Observed {
     /// The wamid of the message a status webhook reported on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wamid: Option<String>,
+    /// How long the answer itself asked to wait (`Retry-After`, or
+    /// `estimated_time_to_regain_access`): a cool-down lasts this long
+    /// instead of its rule's `cooldown`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde"
+    )]
+    pub wait_hint: Option<std::time::Duration>,
 }
 
 impl From<&GraphError> for Observed {
@@ -70,6 +79,7 @@ impl From<&GraphError> for Observed {
             fbtrace_id: e.fbtrace_id.clone(),
             details: e.details.clone(),
             wamid: None,
+            wait_hint: e.wait_hint,
         }
     }
 }

@@ -272,7 +272,9 @@ fn observed(b: Option<&Breaker>, seen: &Observed, ctx: &Ctx<'_>) -> Option<Chang
     // `Rules::try_new` guarantees a cooldown on cooldown and backoff rules.
     let timer = match verdict.action {
         Action::Trip => return trip(b, cause, ctx),
-        Action::Cooldown => Timer::Fixed(verdict.cooldown?),
+        // The answer's own hint wins over the rule's time: Meta knows when
+        // the throttle lifts.
+        Action::Cooldown => Timer::Fixed(seen.wait_hint.or(verdict.cooldown)?),
         Action::Backoff => Timer::Backoff {
             cap: verdict.cooldown?,
         },

@@ -431,6 +431,7 @@ mod tests {
             fbtrace_id: None,
             details: None,
             wamid: None,
+            wait_hint: None,
         });
         let now = UnixMillis(1_786_700_000_000);
         match apply(

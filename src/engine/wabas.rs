@@ -280,6 +280,7 @@ impl Breakers {
             fbtrace_id: None,
             details: Some(format!("WABA {waba}: {}", gate.event)),
             wamid: None,
+            wait_hint: None,
         };
         self.observe_and_store(BreakerKey::for_number(number), observed)
             .await

@@ -1,6 +1,7 @@
 //! The Graph API error envelope: `{"error": {"message", "type", "code", ...}}`.
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// An error Meta returned, parsed from a non-2xx response body.
 ///
@@ -24,6 +25,35 @@ pub struct GraphError {
     pub details: Option<String>,
     /// `error.fbtrace_id`, which Meta support asks for.
     pub fbtrace_id: Option<String>,
+    /// How long the response itself says to wait ([`wait_hint`]), if it
+    /// says.
+    pub wait_hint: Option<Duration>,
+}
+
+/// How long a response asks its caller to wait before trying again: its
+/// `Retry-After` (seconds; Meta documents none, but some paths add it),
+/// else the largest `estimated_time_to_regain_access` (minutes, 0 when not
+/// throttled) in `X-Business-Use-Case-Usage`. `None` when neither says.
+pub fn wait_hint(headers: &http::HeaderMap) -> Option<Duration> {
+    if let Some(seconds) = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(Duration::from_secs(seconds));
+    }
+    let usage: serde_json::Value = headers
+        .get("x-business-use-case-usage")
+        .and_then(|v| serde_json::from_slice(v.as_bytes()).ok())?;
+    let minutes = usage
+        .as_object()?
+        .values()
+        .filter_map(serde_json::Value::as_array)
+        .flatten()
+        .filter_map(|entry| entry.get("estimated_time_to_regain_access")?.as_u64())
+        .max()
+        .filter(|m| *m > 0)?;
+    Some(Duration::from_secs(minutes.saturating_mul(60)))
 }
 
 impl GraphError {
@@ -41,6 +71,7 @@ impl GraphError {
             kind: e.kind,
             details: e.error_data.and_then(|d| d.details),
             fbtrace_id: e.fbtrace_id,
+            wait_hint: None,
         })
     }
 }
@@ -134,5 +165,56 @@ mod tests {
         assert_eq!(GraphError::parse(502, b"<html>bad gateway</html>"), None);
         assert_eq!(GraphError::parse(500, b"{\"error\":\"string\"}"), None);
         assert_eq!(GraphError::parse(500, b""), None);
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn a_wait_is_read_from_retry_after_then_the_usage_header() {
+        assert_eq!(wait_hint(&headers(&[])), None);
+        assert_eq!(
+            wait_hint(&headers(&[("retry-after", "7")])),
+            Some(Duration::from_secs(7))
+        );
+        let usage = r#"{"100000000000001":[{"type":"whatsapp","call_count":100,"total_cputime":1,"total_time":1,"estimated_time_to_regain_access":3},{"type":"whatsapp_business_management","estimated_time_to_regain_access":1}]}"#;
+        assert_eq!(
+            wait_hint(&headers(&[("x-business-use-case-usage", usage)])),
+            Some(Duration::from_secs(180))
+        );
+        // Retry-After wins; zero minutes and odd values say nothing.
+        assert_eq!(
+            wait_hint(&headers(&[
+                ("retry-after", "2"),
+                ("x-business-use-case-usage", usage)
+            ])),
+            Some(Duration::from_secs(2))
+        );
+        let zero = r#"{"1":[{"estimated_time_to_regain_access":0}]}"#;
+        assert_eq!(
+            wait_hint(&headers(&[("x-business-use-case-usage", zero)])),
+            None
+        );
+        assert_eq!(
+            wait_hint(&headers(&[("x-business-use-case-usage", "nope")])),
+            None
+        );
+        assert_eq!(
+            wait_hint(&headers(&[(
+                "retry-after",
+                "Wed, 21 Oct 2026 07:28:00 GMT"
+            )])),
+            None
+        );
     }
 }

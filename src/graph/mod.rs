@@ -9,5 +9,5 @@ pub mod health;
 mod signature;
 pub mod webhook;
 
-pub use error::{Envelope, EnvelopeBody, ErrorData, GraphError};
+pub use error::{Envelope, EnvelopeBody, ErrorData, GraphError, wait_hint};
 pub use signature::{Refused, Verifier, sign};

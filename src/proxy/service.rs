@@ -299,11 +299,12 @@ impl Shared {
                 Err(Box::pin(async move {
                     let number = route.number(path.path()).unwrap_or_default();
                     let status = parts.status;
-                    let inspected =
+                    let mut inspected =
                         inspect(status.as_u16(), body, shared.settings.inspect_body_bytes)
                             .instrument(span.clone())
                             .await;
-                    if let Some(error) = &inspected.error {
+                    if let Some(error) = &mut inspected.error {
+                        error.wait_hint = crate::graph::wait_hint(&parts.headers);
                         span.record("fbtrace_id", error.fbtrace_id.as_deref());
                         let _enter = span.enter();
                         let recipient = capture

@@ -319,6 +319,7 @@ mod tests {
         assert_eq!(bad_status.status, StatusCode::FORBIDDEN);
         let verbatim = injected(&ErrorInjection {
             code: 131031,
+            headers: Default::default(),
             body: Some("not json at all".into()),
             ..Default::default()
         });

@@ -38,16 +38,29 @@ pub(crate) async fn handle(State(sim): State<Sim>, req: Request) -> Response {
         tokio::time::sleep(latency).await;
     }
     let record = pending.is_some();
-    let (answer, digest) = answer(&parts.method, route, number.as_deref(), body, record).await;
-    match pending {
+    let (answer, digest, headers) =
+        answer(&parts.method, route, number.as_deref(), body, record).await;
+    let mut response = match pending {
         Some(p) => {
             let response = answer.response();
             p.finish(inner, digest, &answer);
             response
         }
         None => answer.into_response(),
+    };
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(name),
+            axum::http::HeaderValue::try_from(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
     }
+    response
 }
+
+/// Headers an injected error asked for.
+type Extra = Vec<(String, String)>;
 
 async fn answer(
     method: &Method,
@@ -55,20 +68,25 @@ async fn answer(
     number: Option<&Number>,
     body: Body,
     record: bool,
-) -> (Answer, BodyDigest) {
+) -> (Answer, BodyDigest, Extra) {
     let id = route.object;
     let Some(number) = number else {
-        return (codes::unsupported(method.as_str(), id), drain(body).await);
+        return (
+            codes::unsupported(method.as_str(), id),
+            drain(body).await,
+            Extra::new(),
+        );
     };
-    match route.action {
-        Action::Send(_) => {
-            let bytes = axum::body::to_bytes(body, JSON_BODY_MAX).await;
-            let digest = match (&bytes, record) {
-                (Ok(b), true) => BodyDigest::of(b),
-                _ => BodyDigest::default(),
-            };
-            (send(number, bytes.ok()), digest)
-        }
+    if let Action::Send(_) = route.action {
+        let bytes = axum::body::to_bytes(body, JSON_BODY_MAX).await;
+        let digest = match (&bytes, record) {
+            (Ok(b), true) => BodyDigest::of(b),
+            _ => BodyDigest::default(),
+        };
+        let (answer, extra) = send(number, bytes.ok());
+        return (answer, digest, extra);
+    }
+    let (answer, digest) = match route.action {
         Action::Media => match digest_stream(body).await {
             Ok(digest) => (media_ok(), digest),
             Err(_) => (
@@ -95,8 +113,11 @@ async fn answer(
             Answer::json(StatusCode::OK, &health::info_body(id)),
             drain(body).await,
         ),
-        Action::Unsupported => (codes::unsupported(method.as_str(), id), drain(body).await),
-    }
+        Action::Unsupported | Action::Send(_) => {
+            (codes::unsupported(method.as_str(), id), drain(body).await)
+        }
+    };
+    (answer, digest, Extra::new())
 }
 
 async fn drain(body: Body) -> BodyDigest {
@@ -133,10 +154,15 @@ struct MessageId {
 
 /// Injected error, then lock, then the body: the order Meta's checks
 /// imply (the account verdict does not depend on the message).
-fn send(number: &Number, body: Option<Bytes>) -> Answer {
+fn send(number: &Number, body: Option<Bytes>) -> (Answer, Extra) {
     if let Some(injection) = number.take_error() {
-        return codes::injected(&injection);
+        let extra = injection.headers.clone().into_iter().collect();
+        return (codes::injected(&injection), extra);
     }
+    (send_answer(number, body), Extra::new())
+}
+
+fn send_answer(number: &Number, body: Option<Bytes>) -> Answer {
     if number.is_locked() {
         return codes::envelope(131031);
     }
@@ -191,17 +217,17 @@ mod tests {
     #[test]
     fn send_checks_error_then_lock_then_body() {
         let n = Number::new();
-        let ok = send(&n, Some(Bytes::from_static(br#"{"to":"+15550009999"}"#)));
+        let ok = send_answer(&n, Some(Bytes::from_static(br#"{"to":"+15550009999"}"#)));
         let v: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
         assert_eq!(v["contacts"][0]["wa_id"], "15550009999");
         assert_eq!(v["contacts"][0]["input"], "+15550009999");
-        let bad = send(&n, Some(Bytes::from_static(b"{}")));
+        let bad = send_answer(&n, Some(Bytes::from_static(b"{}")));
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-        let read = send(&n, Some(Bytes::from_static(br#"{"status":"read"}"#)));
+        let read = send_answer(&n, Some(Bytes::from_static(br#"{"status":"read"}"#)));
         assert_eq!(&read.body[..], br#"{"success":true}"#);
         n.set_locked(true);
         assert_eq!(
-            send(&n, Some(Bytes::from_static(b"garbage"))).status,
+            send_answer(&n, Some(Bytes::from_static(b"garbage"))).status,
             StatusCode::FORBIDDEN
         );
     }

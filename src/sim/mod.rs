@@ -99,6 +99,10 @@ pub struct ErrorInjection {
     /// built from the table (tests send fixture files this way).
     #[serde(default)]
     pub body: Option<String>,
+    /// Extra response headers, such as `Retry-After` or
+    /// `X-Business-Use-Case-Usage` with an `estimated_time_to_regain_access`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// How many Graph-surface requests the simulator received for one number.

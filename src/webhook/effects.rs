@@ -88,6 +88,7 @@ pub(super) async fn apply(
                     fbtrace_id: None,
                     details,
                     wamid,
+                    wait_hint: None,
                 };
                 observations.push(breakers.observe_and_store(key, observed));
             }

@@ -66,6 +66,7 @@ fn seen(code: i64) -> Event {
         fbtrace_id: Some(format!("trace-{code}")),
         details: Some("details".to_owned()),
         wamid: None,
+        wait_hint: None,
     })
 }
 
@@ -77,6 +78,7 @@ fn hooked(code: i64) -> Event {
         fbtrace_id: None,
         details: None,
         wamid: None,
+        wait_hint: None,
     })
 }
 
@@ -237,4 +239,28 @@ fn a_restriction_opens_a_class_until_its_end_and_only_a_class() {
         Decision::Unchanged
     ));
     assert_eq!(drive(Some(later), &class, &Event::Tick, 90), None);
+}
+
+#[test]
+fn a_cool_down_lasts_as_long_as_the_answer_asks() {
+    let hinted = |secs: u64| {
+        Event::GraphError(Observed {
+            code: 130429,
+            source: Source::Response,
+            fbtrace_id: None,
+            details: None,
+            wamid: None,
+            wait_hint: Some(Duration::from_secs(secs)),
+        })
+    };
+    let open = drive(None, &number(), &hinted(7), 0).expect("cooled down");
+    assert_eq!(
+        open.release,
+        Release::At(at(7)),
+        "7 s asked, not the rule's 60 s"
+    );
+    assert!(!open.refuses_sends(at(7)));
+    // Without a hint the rule's cool-down stands.
+    let plain = drive(None, &number(), &seen(130429), 0).unwrap();
+    assert_eq!(plain.release, Release::At(at(60)));
 }

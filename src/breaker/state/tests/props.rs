@@ -18,6 +18,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
             fbtrace_id: None,
             details: None,
             wamid: None,
+            wait_hint: None,
         })
     });
     let health_error = (

@@ -12,7 +12,7 @@ use crate::breaker::{EventRules, Rules};
 use crate::config::Config;
 use crate::engine::{Breakers, Timing};
 use crate::metrics::{BreakerMetrics, Metrics, WebhookMetrics};
-use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, Target};
+use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, SendCaps, Target};
 use crate::store::NumberLink;
 use crate::webhook::WebhookLayer;
 
@@ -127,11 +127,21 @@ pub async fn run(
             config.server.header_read_timeout,
         )
     });
+    // The per-number send cap, after the gate (a refused send takes no
+    // slot); absent unless limits.per_number_rate is set.
+    let overrides: Vec<(String, u32)> = config
+        .limits
+        .number_rates
+        .iter()
+        .map(|r| (r.number.clone(), r.rate))
+        .collect();
+    let caps = SendCaps::new(config.limits.per_number_rate, &overrides, metrics.clone());
     // Webhook deliveries are answered before the gate, and never reach the
     // proxy; without a webhook key the layer is not there at all.
     let webhooks = WebhookLayer::new(
         &config.webhook,
         EventRules::with_overrides(config.event_rules.clone())?,
+        caps.clone(),
         breakers.clone(),
         WebhookMetrics::new(&registry)?,
     );
@@ -142,6 +152,7 @@ pub async fn run(
         tower::ServiceBuilder::new()
             .option_layer(webhooks.clone())
             .option_layer(gate.clone())
+            .option_layer(caps.clone())
             .service(proxy.for_connection(watch))
     };
 

@@ -863,3 +863,47 @@ async fn any_signed_delivery_is_forwarded_unchanged() {
     }
     assert_eq!(receiver.got().len(), 48);
 }
+
+/// With a send cap, a number's sends past it are refused at once with
+/// Meta's throughput code; a THROUGHPUT_UPGRADE webhook raises the cap.
+#[tokio::test]
+async fn the_send_cap_refuses_past_the_rate_and_an_upgrade_raises_it() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.webhook.app_secret = Secret::new(SECRET);
+        c.limits.per_number_rate = 3;
+    })
+    .await;
+    let number = "200000000000071";
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(send(&gateway, number).await);
+    }
+    let passed = answers
+        .iter()
+        .filter(|a| a.status() == StatusCode::OK)
+        .count();
+    assert_eq!(passed, 3, "a second's worth");
+    let refused = answers.pop().unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 130429);
+    assert_eq!(
+        sim.sim.counts(number).messages,
+        3,
+        "refused sends never reach Meta"
+    );
+
+    // The number's display number is learned from a messages webhook, then
+    // Meta upgrades its throughput.
+    deliver_signed(&gateway, &delivered("100000000000001", number)).await;
+    deliver_signed(
+        &gateway,
+        &fixture("webhook_phone_number_quality_update_throughput.json"),
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(send(&gateway, number).await.status(), StatusCode::OK);
+    }
+}

@@ -155,6 +155,21 @@ pub struct Limits {
     /// How much of a non-2xx send response is read to find Meta's error code.
     /// Meta's error bodies are a few hundred bytes.
     pub inspect_body_bytes: usize,
+    /// Sends per second each number may make through this replica; past it
+    /// a send is refused at once (429, code 130429, `Retry-After`). 0: off.
+    pub per_number_rate: u32,
+    /// `[[limits.number_rates]]`: other caps for some numbers.
+    pub number_rates: Vec<NumberRate>,
+}
+
+/// One `[[limits.number_rates]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberRate {
+    /// The phone number id.
+    pub number: String,
+    /// Its sends per second.
+    pub rate: u32,
 }
 
 impl Default for Limits {
@@ -163,6 +178,8 @@ impl Default for Limits {
             max_body_bytes: 100 * 1024 * 1024,
             max_in_flight: 10_000,
             inspect_body_bytes: 64 * 1024,
+            per_number_rate: 0,
+            number_rates: Vec::new(),
         }
     }
 }

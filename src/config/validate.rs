@@ -66,6 +66,12 @@ impl Config {
                 ),
             ));
         }
+        for (i, cap) in self.limits.number_rates.iter().enumerate() {
+            let key = format!("limits.number_rates[{i}]");
+            crate::store::check_number(&cap.number)
+                .map_err(|reason| ConfigError::invalid(&format!("{key}.number"), reason))?;
+            at_least(&format!("{key}.rate"), u64::from(cap.rate), 1)?;
+        }
         if let Err(e) = EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid(
                 "log.level",

@@ -6,6 +6,7 @@
 //! to a [`GraphErrorHook`] before the response is returned.
 
 mod body;
+mod cap;
 mod gate;
 mod inspect;
 mod respond;
@@ -16,6 +17,7 @@ mod upstream;
 mod watchdog;
 
 pub use body::{BoxError, Buffered, Capture, InFlight, InFlightLimit, ProxyBody, RequestBody};
+pub use cap::{Cap, SendCaps, UPGRADED_RATE};
 pub use gate::{Gate, GateLayer};
 pub use respond::{ERROR_TYPE, GatewayError, envelope_response, refusal};
 pub use routes::{Route, RouteKind, classify, is_mark_as_read, is_template, send_recipient};

@@ -39,6 +39,9 @@ pub enum GatewayError {
     MethodNotAllowed,
     /// The client did not send the body the gateway had to read in time.
     RequestTimeout(Duration),
+    /// The number's send cap (`limits.per_number_rate`) is used up until
+    /// the next slot, this far away.
+    OverCap(Duration),
 }
 
 impl GatewayError {
@@ -50,6 +53,7 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => Outcome::TooLarge,
             Self::Overloaded => Outcome::Overloaded,
             Self::MethodNotAllowed | Self::RequestTimeout(_) => Outcome::BadRequest,
+            Self::OverCap(_) => Outcome::Refused,
         }
     }
 
@@ -94,6 +98,15 @@ impl GatewayError {
                 "Gateway overloaded",
                 "Too many requests are in flight through the gateway; retry shortly.".to_owned(),
                 Some(1),
+            ),
+            // Meta's own throughput code, so SDKs back off as they would
+            // for Meta's 130429; the gateway refused it before Meta saw it.
+            Self::OverCap(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                130429,
+                "Rate limit hit",
+                "wagate held this send: the number's send cap (limits.per_number_rate) is used up; nothing was forwarded.".to_owned(),
+                Some(wait.as_millis().div_ceil(1000).max(1) as u64),
             ),
             // Nothing was forwarded: sending again is safe.
             Self::RequestTimeout(after) => (

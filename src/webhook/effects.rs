@@ -13,6 +13,7 @@ use crate::breaker::{EventAction, EventRules, Observed, Source};
 use crate::engine::Breakers;
 use crate::graph::webhook::{self, Item};
 use crate::metrics::{WEBHOOK_FIELDS, WebhookMetrics};
+use crate::proxy::{SendCaps, UPGRADED_RATE};
 use crate::store::NumberLink;
 
 /// The `account_update` events wagate knows of (reference §5.4).
@@ -32,6 +33,7 @@ const ACCOUNT_EVENTS: [&str; 8] = [
 /// JSON is counted and left alone: it is still forwarded as it came.
 pub(super) async fn apply(
     breakers: &Breakers,
+    caps: Option<&SendCaps>,
     event_rules: &EventRules,
     known: &Known,
     metrics: &WebhookMetrics,
@@ -146,6 +148,14 @@ pub(super) async fn apply(
                     number = number.as_deref().unwrap_or(""),
                     "webhook event received"
                 );
+                // Meta raised the number's throughput: so does its cap.
+                if field == "phone_number_quality_update"
+                    && event.as_deref() == Some("THROUGHPUT_UPGRADE")
+                    && let (Some(caps), Some(number)) = (caps, &number)
+                {
+                    caps.set(number, UPGRADED_RATE);
+                    info!(number = %number, rate = UPGRADED_RATE, "send cap raised");
+                }
                 if let (Some(waba), Some(event)) = (waba, event) {
                     account_event(breakers, event_rules, &waba, &format!("{field}/{event}")).await;
                 }

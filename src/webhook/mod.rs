@@ -40,7 +40,7 @@ use crate::config::{self, Secret};
 use crate::engine::Breakers;
 use crate::graph::Verifier;
 use crate::metrics::WebhookMetrics;
-use crate::proxy::{Buffered, ProxyBody, RequestBody};
+use crate::proxy::{Buffered, ProxyBody, RequestBody, SendCaps};
 
 use self::forward::{Answer, Forwarder};
 
@@ -67,6 +67,7 @@ struct Shared {
     forwarder: Forwarder,
     read_timeout: Duration,
     breakers: Breakers,
+    caps: Option<SendCaps>,
     event_rules: EventRules,
     known: effects::Known,
     metrics: WebhookMetrics,
@@ -103,6 +104,7 @@ impl WebhookLayer {
     pub fn new(
         config: &config::Webhook,
         event_rules: EventRules,
+        caps: Option<SendCaps>,
         breakers: Breakers,
         metrics: WebhookMetrics,
     ) -> Option<Self> {
@@ -129,6 +131,7 @@ impl WebhookLayer {
                 forwarder: Forwarder::new(config.forward_timeout),
                 read_timeout: config.read_timeout,
                 breakers,
+                caps,
                 event_rules,
                 known: effects::Known::default(),
                 metrics,
@@ -312,6 +315,7 @@ impl Shared {
             } else {
                 effects::apply(
                     &self.breakers,
+                    self.caps.as_ref(),
                     &self.event_rules,
                     &self.known,
                     &self.metrics,

@@ -532,3 +532,25 @@ async fn a_cool_down_follows_the_answers_own_wait() {
     })
     .await;
 }
+
+/// The admin API refuses bodies past its limit instead of reading them.
+#[tokio::test]
+async fn the_admin_api_refuses_an_oversized_body() {
+    let sim = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = InProcess::start(sim.addr, embedded(&dir)).await;
+    let reason = "x".repeat(100 * 1024);
+    let answer = http()
+        .post(format!(
+            "http://{}/admin/breakers/{LOCKED}/trip",
+            gateway.admin
+        ))
+        .bearer_auth(TOKEN)
+        .body(format!("{{\"reason\":\"{reason}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = admin_get(gateway.admin, &format!("/admin/breakers/{LOCKED}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was tripped");
+}

@@ -94,6 +94,46 @@ pub fn router(metrics: Metrics, readiness: Readiness, breakers: Breakers, token:
             breakers,
             token,
         })
+        // Outermost first: a panic in a handler becomes a plain JSON 500;
+        // the bearer token is marked sensitive for anything that prints
+        // headers; a request gets ADMIN_TIMEOUT and bodies ADMIN_BODY_LIMIT
+        // (a reason is a sentence).
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+                .layer(
+                    tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                        http::header::AUTHORIZATION,
+                    ]),
+                )
+                .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                    ADMIN_BODY_LIMIT,
+                ))
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ADMIN_TIMEOUT,
+                )),
+        )
+}
+
+/// How long an admin request may take (a store write included).
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The largest admin request body.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// The answer to a handler that panicked: the panic's message stays in the
+/// log, never in the answer.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<axum::body::Body> {
+    tracing::error!("an admin handler panicked");
+    let body = serde_json::json!({"error": "internal error"}).to_string();
+    let mut response = http::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {

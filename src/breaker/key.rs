@@ -60,7 +60,8 @@ const CLASS_TAG: &str = ":class:";
 
 /// A kind of send, for restrictions that stop one kind only (Meta's
 /// `ACCOUNT_RESTRICTION` webhook).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TrafficClass {
     /// Business-initiated: template messages, the only sends allowed
     /// outside a customer service window.

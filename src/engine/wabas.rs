@@ -39,23 +39,60 @@ pub struct WabaRecord {
 pub struct WabaRestriction {
     /// Meta's `restriction_type`.
     pub kind: String,
-    /// `business` or `customer`.
-    pub class: String,
+    /// The kind of send it stops.
+    pub class: TrafficClass,
     /// The code refusals quote.
     pub code: i64,
     /// When it ends.
     pub until: UnixMillis,
 }
 
-impl WabaRestriction {
-    fn class(&self) -> TrafficClass {
-        if self.class == TrafficClass::Business.as_str() {
-            TrafficClass::Business
-        } else {
-            TrafficClass::Customer
+impl WabaRecord {
+    /// Keeps the business- and customer-initiated restrictions among
+    /// `restrictions` that have not ended at `now` (one per class, the
+    /// latest end winning), drops those that ended, and returns the ones
+    /// taken. Other restriction types are only recorded as the event.
+    fn restrict(
+        &mut self,
+        waba: &str,
+        restrictions: &[(String, Option<i64>)],
+        code: i64,
+        now: UnixMillis,
+    ) -> Vec<WabaRestriction> {
+        self.restrictions.retain(|r| r.until > now);
+        let mut added = Vec::new();
+        for (kind, expiration) in restrictions {
+            let class = match kind.as_str() {
+                "RESTRICTED_BIZ_INITIATED_MESSAGING" => TrafficClass::Business,
+                "RESTRICTED_CUSTOMER_INITIATED_MESSAGING" => TrafficClass::Customer,
+                _ => continue,
+            };
+            let Some(seconds) = expiration.and_then(|s| u64::try_from(s).ok()) else {
+                warn!(waba, kind = %kind, "restriction without an expiration: recorded only");
+                continue;
+            };
+            let until = UnixMillis(seconds.saturating_mul(1000));
+            if until <= now {
+                continue;
+            }
+            let restriction = WabaRestriction {
+                kind: kind.clone(),
+                class,
+                code,
+                until,
+            };
+            self.restrictions
+                .retain(|r| r.class != class || r.until > until);
+            if !self.restrictions.iter().any(|r| r.class == class) {
+                self.restrictions.push(restriction.clone());
+            }
+            added.push(restriction);
         }
+        added
     }
+}
 
+impl WabaRestriction {
     fn restriction(&self, waba: &str) -> Restriction {
         Restriction {
             code: self.code,
@@ -103,7 +140,7 @@ impl Breakers {
         }
         let now = now();
         for restriction in record.restrictions.iter().filter(|r| r.until > now) {
-            self.restrict_and_store(&number, restriction.class(), restriction.restriction(&waba))
+            self.restrict_and_store(&number, restriction.class, restriction.restriction(&waba))
                 .await?;
         }
         Ok(true)
@@ -146,13 +183,18 @@ impl Breakers {
             .unwrap_or_default())
     }
 
-    /// Applies an account event to `waba` as `rule` says, returning how
-    /// many numbers it opened. The effect is stored before this returns.
+    /// Applies an account event to `waba` as `rule` says: one read and one
+    /// write of the WABA's record, then the numbers it opens or restricts.
+    /// `restrictions` are an `ACCOUNT_RESTRICTION`'s `restriction_info[]`
+    /// (Meta's `restriction_type`, `expiration` in Unix seconds); other
+    /// events have none. Returns how many numbers it opened or restricted;
+    /// the effect is stored before this returns.
     pub async fn waba_event(
         &self,
         waba: &str,
         event: &str,
         rule: &EventRule,
+        restrictions: &[(String, Option<i64>)],
     ) -> Result<usize, StoreError> {
         let mut record = self.waba_record(waba).await?;
         let at = now();
@@ -163,6 +205,7 @@ impl Breakers {
         });
         let excess = record.events.len().saturating_sub(EVENTS_KEPT);
         record.events.drain(..excess);
+        let mut added = Vec::new();
         match (rule.action, rule.code) {
             (EventAction::Trip, Some(code)) => {
                 record.gate = Some(WabaGate {
@@ -172,14 +215,15 @@ impl Breakers {
                 });
             }
             (EventAction::Lift, _) => record.gate = None,
+            (EventAction::Restrict, Some(code)) => {
+                added = record.restrict(waba, restrictions, code, at);
+            }
             _ => {}
         }
         let body = serde_json::to_string(&record).unwrap_or_default();
         self.inner.store.set_waba(waba, body).await?;
-        let Some(gate) = &record.gate else {
-            return Ok(0);
-        };
-        if rule.action != EventAction::Trip {
+        let gate = record.gate.filter(|_| rule.action == EventAction::Trip);
+        if gate.is_none() && added.is_empty() {
             return Ok(0);
         }
         let numbers = self.inner.store.numbers_of(waba).await?;
@@ -187,80 +231,20 @@ impl Breakers {
             waba,
             event,
             numbers = numbers.len(),
-            "WABA tripped: opening its numbers"
+            "account event: acting on the WABA's numbers"
         );
-        let opened = numbers.len();
-        let opening = numbers
-            .iter()
-            .map(|link| self.open_for_waba(&link.number, waba, gate));
-        for outcome in futures_util::future::join_all(opening).await {
-            outcome?;
-        }
-        Ok(opened)
-    }
-
-    /// Restricts the traffic classes `restrictions` name (Meta's
-    /// `restriction_type`, `expiration` in Unix seconds) for every number of
-    /// `waba`, and keeps them on the WABA for numbers learned while they
-    /// run. Types other than business- and customer-initiated messaging are
-    /// only recorded. Returns how many numbers were restricted.
-    pub async fn waba_restrict(
-        &self,
-        waba: &str,
-        restrictions: &[(String, Option<i64>)],
-        code: i64,
-    ) -> Result<usize, StoreError> {
-        let mut record = self.waba_record(waba).await?;
-        let now = now();
-        record.restrictions.retain(|r| r.until > now);
-        let mut added = Vec::new();
-        for (kind, expiration) in restrictions {
-            let class = match kind.as_str() {
-                "RESTRICTED_BIZ_INITIATED_MESSAGING" => TrafficClass::Business,
-                "RESTRICTED_CUSTOMER_INITIATED_MESSAGING" => TrafficClass::Customer,
-                _ => continue,
-            };
-            let Some(seconds) = expiration.and_then(|s| u64::try_from(s).ok()) else {
-                warn!(waba, kind = %kind, "restriction without an expiration: recorded only");
-                continue;
-            };
-            let until = UnixMillis(seconds.saturating_mul(1000));
-            if until <= now {
-                continue;
-            }
-            let restriction = WabaRestriction {
-                kind: kind.clone(),
-                class: class.as_str().to_owned(),
-                code,
-                until,
-            };
-            record
-                .restrictions
-                .retain(|r| r.class != restriction.class || r.until > until);
-            if !record
-                .restrictions
+        if let Some(gate) = &gate {
+            let opening = numbers
                 .iter()
-                .any(|r| r.class == restriction.class)
-            {
-                record.restrictions.push(restriction.clone());
+                .map(|link| self.open_for_waba(&link.number, waba, gate));
+            for outcome in futures_util::future::join_all(opening).await {
+                outcome?;
             }
-            added.push(restriction);
         }
-        let body = serde_json::to_string(&record).unwrap_or_default();
-        self.inner.store.set_waba(waba, body).await?;
-        if added.is_empty() {
-            return Ok(0);
-        }
-        let numbers = self.inner.store.numbers_of(waba).await?;
-        warn!(
-            waba,
-            numbers = numbers.len(),
-            "WABA restricted: gating a traffic class of its numbers"
-        );
         let restricting = numbers.iter().flat_map(|link| {
             added
                 .iter()
-                .map(|r| self.restrict_and_store(&link.number, r.class(), r.restriction(waba)))
+                .map(|r| self.restrict_and_store(&link.number, r.class, r.restriction(waba)))
         });
         for outcome in futures_util::future::join_all(restricting).await {
             outcome?;

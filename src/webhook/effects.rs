@@ -101,24 +101,12 @@ pub(super) async fn apply(
                 }
                 let event = format!("account_update/{}", update.rule_event());
                 info!(waba = %update.waba, event = %event, "account_update received");
-                account_event(breakers, event_rules, &update.waba, &event).await;
-                if let Some(rule) = event_rules.classify(&event)
-                    && rule.action == EventAction::Restrict
-                    && !update.waba.is_empty()
-                {
-                    let restrictions: Vec<(String, Option<i64>)> = update
-                        .restrictions
-                        .iter()
-                        .map(|r| (r.kind.clone(), r.expiration))
-                        .collect();
-                    let code = rule.code.unwrap_or(368);
-                    if let Err(error) = breakers
-                        .waba_restrict(&update.waba, &restrictions, code)
-                        .await
-                    {
-                        warn!(%error, waba = %update.waba, "a restriction is not stored yet");
-                    }
-                }
+                let restrictions: Vec<(String, Option<i64>)> = update
+                    .restrictions
+                    .iter()
+                    .map(|r| (r.kind.clone(), r.expiration))
+                    .collect();
+                account_event(breakers, event_rules, &update.waba, &event, &restrictions).await;
             }
             Item::Other {
                 field,
@@ -157,7 +145,8 @@ pub(super) async fn apply(
                     info!(number = %number, rate = UPGRADED_RATE, "send cap raised");
                 }
                 if let (Some(waba), Some(event)) = (waba, event) {
-                    account_event(breakers, event_rules, &waba, &format!("{field}/{event}")).await;
+                    let event = format!("{field}/{event}");
+                    account_event(breakers, event_rules, &waba, &event, &[]).await;
                 }
             }
         }
@@ -171,18 +160,24 @@ pub(super) async fn apply(
 
 /// Applies the event rule for `event` of `waba`, if there is one that does
 /// more than count.
-async fn account_event(breakers: &Breakers, rules: &EventRules, waba: &str, event: &str) {
+async fn account_event(
+    breakers: &Breakers,
+    rules: &EventRules,
+    waba: &str,
+    event: &str,
+    restrictions: &[(String, Option<i64>)],
+) {
     let Some(rule) = rules.classify(event) else {
         return;
     };
     if rule.action == EventAction::Ignore || waba.is_empty() {
         return;
     }
-    match breakers.waba_event(waba, event, rule).await {
+    match breakers.waba_event(waba, event, rule, restrictions).await {
         Ok(0) => {}
         Ok(opened) => info!(
             waba,
-            event, opened, "account event opened the WABA's numbers"
+            event, opened, "account event acted on the WABA's numbers"
         ),
         Err(error) => warn!(%error, waba, event, "an account event is not stored yet"),
     }

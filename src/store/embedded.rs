@@ -310,7 +310,9 @@ impl BreakerStore for EmbeddedStore {
         self.read(move |db, path, _| {
             let table = read_table(db, path, LINKS)?;
             let found = table.get(number.as_str()).map_err(|e| db_error(path, e))?;
-            found.map(|v| parse_link(path, v.value())).transpose()
+            found
+                .map(|v| NumberLink::parse(|| format!("{} (links)", path.display()), v.value()))
+                .transpose()
         })
     }
 
@@ -320,7 +322,10 @@ impl BreakerStore for EmbeddedStore {
             let mut links = Vec::new();
             for row in table.iter().map_err(|e| db_error(path, e))? {
                 let (_, value) = row.map_err(|e| db_error(path, e))?;
-                links.push(parse_link(path, value.value())?);
+                links.push(NumberLink::parse(
+                    || format!("{} (links)", path.display()),
+                    value.value(),
+                )?);
             }
             Ok(links)
         })
@@ -458,14 +463,6 @@ fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 ) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
     let txn = db.begin_read().map_err(|e| db_error(path, e))?;
     txn.open_table(definition).map_err(|e| db_error(path, e))
-}
-
-/// A stored link back.
-fn parse_link(path: &Path, json: &str) -> Result<NumberLink, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-        what: format!("{} (links)", path.display()),
-        detail: e.to_string(),
-    })
 }
 
 /// A stored row back as a record.

@@ -79,6 +79,17 @@ pub struct NumberLink {
     pub display: Option<String>,
 }
 
+impl NumberLink {
+    /// A link as the stores keep it (JSON), read back; `what` names where it
+    /// was kept, for the error.
+    pub(crate) fn parse(what: impl FnOnce() -> String, json: &str) -> Result<Self, StoreError> {
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+            what: what(),
+            detail: e.to_string(),
+        })
+    }
+}
+
 /// `link` over what is `held`: a display number already known stays when
 /// `link` has none.
 pub(crate) fn merge(held: Option<&NumberLink>, mut link: NumberLink) -> NumberLink {

@@ -444,7 +444,7 @@ impl RedisStore {
         let key = self.keys.links();
         self.hget(key.clone(), number)
             .await?
-            .map(|json| parse_link(&key, &json))
+            .map(|json| NumberLink::parse(|| key.clone(), &json))
             .transpose()
     }
 
@@ -455,7 +455,9 @@ impl RedisStore {
             .shared
             .run(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
             .await?;
-        all.values().map(|json| parse_link(&key, json)).collect()
+        all.values()
+            .map(|json| NumberLink::parse(|| key.clone(), json))
+            .collect()
     }
 
     async fn audit_lines(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -588,12 +590,4 @@ impl BreakerStore for RedisStore {
     fn is_healthy(&self) -> bool {
         self.shared.health.is_healthy()
     }
-}
-
-/// A stored link back.
-fn parse_link(key: &str, json: &str) -> Result<NumberLink, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-        what: key.to_owned(),
-        detail: e.to_string(),
-    })
 }

@@ -233,7 +233,7 @@ impl Shared {
                 .forwarder
                 .send(Method::GET, url, request.headers(), Bytes::new())
                 .await;
-            return self.answer(answer, Mode::Forward);
+            return self.answer(answer);
         }
         let (mut mode, mut token, mut challenge) = (None, None, None);
         let query = request.uri().query().unwrap_or_default();
@@ -351,7 +351,7 @@ impl Shared {
         match forwarded {
             Some((answer, took)) => {
                 self.metrics.forwarded(took.as_secs_f64(), class(&answer));
-                self.answer(answer, mode)
+                self.answer(answer)
             }
             None => {
                 self.metrics.delivery(match mode {
@@ -370,8 +370,7 @@ impl Shared {
 
     /// What Meta is answered after a forward: the integration's answer, or
     /// 502 / 504 so Meta delivers again.
-    fn answer(&self, answer: Answer, mode: Mode) -> Response<ProxyBody> {
-        let _ = mode;
+    fn answer(&self, answer: Answer) -> Response<ProxyBody> {
         match answer {
             Answer::Answered {
                 status,

@@ -39,7 +39,8 @@ struct Received {
 }
 
 /// The integration's webhook endpoint: records every request and answers
-/// with `status` after `delay`.
+/// with `status`, or (`answers` false) never answers, as a hung
+/// integration does.
 #[derive(Clone)]
 struct Receiver {
     addr: SocketAddr,
@@ -50,16 +51,25 @@ struct Receiver {
 struct ReceiverState {
     got: Arc<Mutex<Vec<Received>>>,
     status: u16,
-    delay: Duration,
+    answers: bool,
 }
 
 impl Receiver {
-    async fn start(status: u16, delay: Duration) -> Self {
+    async fn start(status: u16) -> Self {
+        Self::serve(status, true).await
+    }
+
+    /// A receiver that takes each request and never answers.
+    async fn hung() -> Self {
+        Self::serve(200, false).await
+    }
+
+    async fn serve(status: u16, answers: bool) -> Self {
         let got = Arc::new(Mutex::new(Vec::new()));
         let state = ReceiverState {
             got: got.clone(),
             status,
-            delay,
+            answers,
         };
         let app = axum::Router::new()
             .fallback(
@@ -72,7 +82,9 @@ impl Receiver {
                         headers: parts.headers,
                         body,
                     });
-                    tokio::time::sleep(state.delay).await;
+                    if !state.answers {
+                        std::future::pending::<()>().await;
+                    }
                     (
                         AxumStatus::from_u16(state.status).unwrap(),
                         "received by the integration",
@@ -145,7 +157,7 @@ fn failed_batch(numbers: &[&str], code: i64) -> Vec<u8> {
 #[tokio::test]
 async fn a_failed_status_trips_its_number_and_reaches_the_integration_unchanged() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
 
     // Meta accepted the send; the lock shows only in the status webhook.
@@ -208,7 +220,7 @@ async fn admin(gateway: &InProcess, path: &str) -> (StatusCode, Value) {
 #[tokio::test]
 async fn a_bad_signature_is_refused_and_changes_nothing() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
     let body = fixture("webhook_status_failed_131031.json");
     let mut flipped = body.clone();
@@ -241,7 +253,7 @@ async fn a_bad_signature_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn bodies_arrive_byte_identical_whatever_their_shape() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
     let inbound = fixture("webhook_inbound_text.json");
     let indented = serde_json::to_vec_pretty(
@@ -284,7 +296,7 @@ async fn bodies_arrive_byte_identical_whatever_their_shape() {
 #[tokio::test]
 async fn a_batch_trips_every_number_in_it_once_however_often_it_comes() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
     let numbers = ["200000000000011", "200000000000012", "200000000000013"];
     let body = failed_batch(&numbers, 131031);
@@ -368,7 +380,7 @@ async fn the_handshake_is_answered_with_the_challenge() {
 #[tokio::test]
 async fn without_a_verify_token_the_integration_answers_the_handshake() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
     let answer = http()
         .get(format!(
@@ -410,7 +422,7 @@ async fn an_integration_down_or_slow_gets_meta_to_deliver_again_and_the_trip_sta
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    let slow = Receiver::start(200, Duration::from_secs(3)).await;
+    let slow = Receiver::hung().await;
     let gateway = InProcess::start(sim.addr, |c| {
         c.webhook.app_secret = Secret::new(SECRET);
         c.webhook.forward_url = slow.url();
@@ -428,7 +440,7 @@ async fn an_integration_down_or_slow_gets_meta_to_deliver_again_and_the_trip_sta
 #[tokio::test]
 async fn the_observe_path_inspects_and_forwards_nothing() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
     let body = fixture("webhook_status_failed_131031.json");
     let answer = http()
@@ -801,7 +813,7 @@ async fn stalled_body(addr: SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn a_body_that_stalls_is_answered_408_and_nothing_is_forwarded() {
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, |c| {
         c.webhook.app_secret = Secret::new(SECRET);
         c.webhook.forward_url = receiver.url();
@@ -830,7 +842,7 @@ async fn any_signed_delivery_is_forwarded_unchanged() {
     use proptest::test_runner::TestRunner;
 
     let sim = sim().await;
-    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let receiver = Receiver::start(200).await;
     let gateway = InProcess::start(sim.addr, forwarding_to(&receiver)).await;
     let leaf = prop_oneof![
         Just(json!(null)),

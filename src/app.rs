@@ -12,8 +12,9 @@ use crate::breaker::{EventRules, Rules};
 use crate::config::Config;
 use crate::engine::{Breakers, Timing};
 use crate::metrics::{BreakerMetrics, Metrics, WebhookMetrics};
-use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, SendCaps, Target};
+use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, SendCaps};
 use crate::store::NumberLink;
+use crate::upstream::{self, Target};
 use crate::webhook::WebhookLayer;
 
 /// The two listeners, bound by the caller (tests bind port 0).
@@ -101,8 +102,8 @@ pub async fn run(
         Target::new(config.upstream.uri()).map_err(|e| RunError::Upstream(e.to_string()))?;
     let in_flight = InFlightLimit::new(config.limits.max_in_flight, metrics.in_flight().clone());
     let proxy = Proxy::new(
-        proxy::client(&config.upstream),
-        proxy::h1_connector(&config.upstream),
+        upstream::client(&config.upstream),
+        upstream::h1_connector(&config.upstream),
         target,
         ProxySettings {
             max_body_bytes: config.limits.max_body_bytes,

@@ -13,8 +13,10 @@
 //! ours. `docs/architecture.md` draws them all.
 //!
 //! - [`app`]: builds the gateway from the configuration and runs it.
-//! - [`proxy`]: the reverse proxy: routes, upstream client, inspection,
-//!   gateway-made errors, the accept loop.
+//! - [`proxy`]: the reverse proxy: routes, inspection, gateway-made
+//!   errors, the accept loop.
+//! - [`upstream`]: the Graph API client the proxy and the health poller
+//!   share: target, TLS, connection settings.
 //! - [`engine`]: the breaker engine: the machine applied to a local
 //!   snapshot, written through to the store, fail-static.
 //! - [`store`]: where breaker state lives: the `BreakerStore` trait, the
@@ -38,6 +40,7 @@ pub mod proxy;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 pub mod webhook;
 
 pub use app::{Listeners, RunError, run};

@@ -1,4 +1,4 @@
-//! The reverse proxy: route classification, the upstream client, response
+//! The reverse proxy: route classification, upstream connections, response
 //! inspection, and every response the gateway makes itself.
 //!
 //! A request flows `server` → `service::Proxy` → upstream; a failed send's
@@ -23,5 +23,5 @@ pub use respond::{ERROR_TYPE, GatewayError, envelope_response, refusal};
 pub use routes::{Route, RouteKind, classify, is_mark_as_read, is_template, send_recipient};
 pub use server::{ServeSettings, serve};
 pub use service::{GraphErrorHook, Proxy, ProxySettings};
-pub use upstream::{Dedicated, InvalidTarget, Target, UpstreamClient, client, h1_connector};
+pub use upstream::{Dedicated, UpstreamClient};
 pub use watchdog::{Busy, Connections, InService, Serving, Watch, Watched};

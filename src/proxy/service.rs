@@ -27,10 +27,11 @@ use super::body::{
 use super::inspect::inspect;
 use super::respond::GatewayError;
 use super::routes::{Route, RouteKind, classify, send_recipient};
-use super::upstream::{Checkout, Dedicated, Target, UpstreamClient, connect, strip_hop_by_hop};
+use super::upstream::{Checkout, Dedicated, UpstreamClient, connect};
 use super::watchdog::Watch;
 use crate::graph::GraphError;
 use crate::metrics::{Metrics, Outcome};
+use crate::upstream::{Target, strip_hop_by_hop};
 
 /// Receives every Graph error seen in a send response, before that response
 /// is returned to the client, so that a breaker can act on the very next

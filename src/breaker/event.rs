@@ -15,11 +15,8 @@ pub enum Event {
     GraphError(Observed),
     /// A Health Status API poll for this number.
     Health(HealthVerdict),
-    /// The outcome of a send admitted while ramping.
-    Probe {
-        /// Whether Meta accepted it.
-        ok: bool,
-    },
+    /// The outcome of the one probe send a ramp starts with.
+    Probe(ProbeOutcome),
     /// An operator's command.
     Operator(OperatorAction),
     /// Time passed: ends cool-downs and ramp stages. Sent periodically for
@@ -29,6 +26,35 @@ pub enum Event {
     /// (`ACCOUNT_RESTRICTION`); applies to [`crate::breaker::BreakerKey::Class`]
     /// keys only.
     Restrict(Restriction),
+}
+
+/// How the probe of a ramp went. A probe that a trip rule refuses is not
+/// one of these: that error reaches the machine as [`Event::GraphError`]
+/// and opens the breaker again with a longer `min_open`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOutcome {
+    /// Meta accepted it (a 2xx): the first rate stage begins.
+    Accepted,
+    /// Meta answered with an error that no rule trips on (a bad recipient,
+    /// a malformed message): it says nothing about the number, so the next
+    /// send is the probe.
+    Failed,
+    /// No answer came back (a timeout, a reset connection): whether Meta
+    /// took it is unknown, so the breaker waits for health again, without
+    /// counting a trip.
+    Lost,
+}
+
+impl ProbeOutcome {
+    /// Lowercase name, for metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Failed => "failed",
+            Self::Lost => "lost",
+        }
+    }
 }
 
 /// A restriction of one traffic class, as an `ACCOUNT_RESTRICTION` webhook

@@ -25,7 +25,7 @@ mod settings;
 mod state;
 mod transition;
 
-pub use event::{Event, HealthVerdict, Observed, OperatorAction, Restriction};
+pub use event::{Event, HealthVerdict, Observed, OperatorAction, ProbeOutcome, Restriction};
 pub use event_rules::{EventAction, EventRule, EventRules, EventRulesError};
 pub use key::{BreakerKey, KeyError, RecipientHash, TrafficClass, UnixMillis};
 pub use record::{

@@ -15,8 +15,9 @@
 //!   cool-down would otherwise let sends through a lock.
 //! - **Throttling pauses a ramp.** A cool-down or back-off code while
 //!   ramping opens the breaker until the wait ends and keeps its trips and
-//!   ramp stage; it then ramps on from that stage. Only a trip rule, a
-//!   failed probe or health BLOCKED count as a failed ramp.
+//!   ramp stage; it then ramps on from that stage. Only a trip rule or
+//!   health BLOCKED count as a failed ramp (a longer `min_open`); a probe
+//!   that got no answer only sends the breaker back to wait for health.
 //! - **Back-offs linger.** A back-off (Meta's 4^X pair waits) lets sends
 //!   through when it ends but stays stored for as long again, so a new hit
 //!   in that time waits four times longer; a tick after that forgets it.
@@ -193,7 +194,7 @@ fn step(b: Option<&Breaker>, event: &Event, ctx: &Ctx<'_>) -> Option<Change> {
     match event {
         Event::GraphError(seen) => observed(b, seen, ctx),
         Event::Health(verdict) => ramp::health(b, verdict, ctx),
-        Event::Probe { ok } => ramp::probe(b?, *ok, ctx),
+        Event::Probe(outcome) => ramp::probe(b?, *outcome, ctx),
         Event::Operator(action) => operator::operator(b, action, ctx),
         Event::Tick => ramp::tick(b?, ctx),
         Event::Restrict(restriction) => restrict(b, restriction, ctx),

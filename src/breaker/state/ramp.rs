@@ -2,7 +2,7 @@
 //! its ramp to closed, or back to open.
 
 use super::{Change, Ctx, trip};
-use crate::breaker::event::HealthVerdict;
+use crate::breaker::event::{HealthVerdict, ProbeOutcome};
 use crate::breaker::record::{
     Admission, Breaker, Cause, HealthError, RampProgress, Release, Source, State,
 };
@@ -91,23 +91,25 @@ pub(super) fn start_ramp(b: &Breaker, source: Source, reason: String, ctx: &Ctx<
     Change::to(next, source)
 }
 
-pub(super) fn probe(b: &Breaker, ok: bool, ctx: &Ctx<'_>) -> Option<Change> {
-    if b.state != State::Ramping {
-        return None;
+pub(super) fn probe(b: &Breaker, outcome: ProbeOutcome, ctx: &Ctx<'_>) -> Option<Change> {
+    let ramp = b
+        .ramp
+        .filter(|ramp| b.state == State::Ramping && ramp.stage == 0)?;
+    match outcome {
+        ProbeOutcome::Accepted => Some(advance(b, ramp, Source::Response, ctx)),
+        ProbeOutcome::Failed => None,
+        ProbeOutcome::Lost => {
+            let mut next = b.clone();
+            next.state = State::Open;
+            next.since = ctx.now;
+            next.release = Release::Health;
+            next.min_open_until = ctx.now;
+            next.ramp = None;
+            next.reason =
+                "the probe got no answer (timeout or reset): waiting for health again".to_owned();
+            Some(Change::to(next, Source::Response))
+        }
     }
-    let ramp = b.ramp?;
-    if !ok {
-        let cause = Cause {
-            code: b.cause.code,
-            source: Source::Response,
-            fbtrace_id: None,
-            details: Some("a send admitted while ramping failed".to_owned()),
-            wamid: None,
-            at: ctx.now,
-        };
-        return trip(Some(b), move || cause, ctx);
-    }
-    (ramp.stage == 0).then(|| advance(b, ramp, Source::Response, ctx))
 }
 
 /// The next ramp stage, or closed after the last.

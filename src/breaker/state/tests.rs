@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::breaker::{
     Breaker, BreakerKey, Decision, Event, HealthError, HealthVerdict, Observed, OperatorAction,
-    Release, Rules, Settings, Source, State, Transition, UnixMillis, apply,
+    ProbeOutcome, Release, Rules, Settings, Source, State, Transition, UnixMillis, apply,
 };
 
 mod props;
@@ -95,7 +95,11 @@ fn available() -> Event {
 }
 
 fn probe(ok: bool) -> Event {
-    Event::Probe { ok }
+    Event::Probe(if ok {
+        ProbeOutcome::Accepted
+    } else {
+        ProbeOutcome::Lost
+    })
 }
 
 fn reset() -> Event {

@@ -48,7 +48,12 @@ fn arb_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         4 => graph,
         2 => health.prop_map(Event::Health),
-        2 => any::<bool>().prop_map(|ok| Event::Probe { ok }),
+        2 => prop_oneof![
+            Just(ProbeOutcome::Accepted),
+            Just(ProbeOutcome::Failed),
+            Just(ProbeOutcome::Lost)
+        ]
+        .prop_map(Event::Probe),
         1 => operator.prop_map(Event::Operator),
         3 => Just(Event::Tick),
     ]

@@ -256,13 +256,60 @@ fn retrip_lengthens_min_open() {
     );
     assert_eq!(b.min_open_until, at(700 + 600), "min_open doubled");
     assert!(b.ramp.is_none());
-    // A failed probe is a failed ramp too.
+    // A probe refused by a trip rule is a failed ramp too.
     let ramping = drive(Some(b), &number(), &available(), 1300);
-    let b = transition(ramping.as_ref(), &number(), &probe(false), 1310)
+    let b = transition(ramping.as_ref(), &number(), &seen(131031), 1310)
         .next
         .unwrap();
     assert_eq!((b.trips, b.min_open_until), (3, at(1310 + 1200)));
     assert_eq!(b.cause.code, 131031);
+}
+
+#[test]
+fn a_lost_probe_waits_for_health_again_without_a_trip() {
+    let ramping = probing();
+    let trips = ramping.as_ref().unwrap().trips;
+    let t = transition(ramping.as_ref(), &number(), &probe(false), 700);
+    let b = t.next.unwrap();
+    assert_eq!(
+        (t.from, b.state, b.release, b.trips),
+        (State::Ramping, State::Open, Release::Health, trips)
+    );
+    assert_eq!(
+        b.min_open_until,
+        at(700),
+        "no longer wait than health takes"
+    );
+    assert!(b.ramp.is_none());
+    // The next AVAILABLE starts the ramp again, with a new probe.
+    let again = transition(Some(&b), &number(), &available(), 730);
+    assert_eq!(again.to, State::Ramping);
+    assert_eq!(again.next.unwrap().admitted_rate(), Some(Admission::Probe));
+}
+
+#[test]
+fn a_failed_probe_changes_nothing_and_later_sends_are_no_probes() {
+    let failed = Event::Probe(ProbeOutcome::Failed);
+    assert_eq!(
+        run(probing().as_ref(), &number(), &failed, at(700)),
+        Decision::Unchanged
+    );
+    for outcome in [
+        ProbeOutcome::Accepted,
+        ProbeOutcome::Failed,
+        ProbeOutcome::Lost,
+    ] {
+        assert_eq!(
+            run(
+                ramping_stage_2().as_ref(),
+                &number(),
+                &Event::Probe(outcome),
+                at(700)
+            ),
+            Decision::Unchanged,
+            "{outcome:?}"
+        );
+    }
 }
 
 #[test]
@@ -273,7 +320,7 @@ fn min_open_stops_growing_at_max_open() {
         let ready = b.as_ref().unwrap().min_open_until;
         now = (ready.0 - T0) / 1000;
         b = drive(b, &number(), &available(), now);
-        b = drive(b, &number(), &probe(false), now);
+        b = drive(b, &number(), &seen(131031), now);
     }
     let b = b.unwrap();
     assert_eq!(b.trips, 13);
@@ -294,7 +341,7 @@ fn operator_release_skips_min_open() {
 
 #[test]
 fn operator_reset_forgets_the_episode() {
-    let ramping = drive(ramping_stage_2(), &number(), &probe(false), 700);
+    let ramping = drive(ramping_stage_2(), &number(), &seen(131031), 700);
     assert_eq!(ramping.as_ref().unwrap().trips, 2);
     let t = transition(ramping.as_ref(), &number(), &reset(), 710);
     assert_eq!(

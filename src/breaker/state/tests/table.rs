@@ -17,7 +17,7 @@ const NAMES: [&str; 13] = [
     "health LIMITED",
     "health BLOCKED",
     "probe ok",
-    "probe failed",
+    "probe lost",
     "operator reset",
     "operator trip",
     "operator release",
@@ -52,7 +52,7 @@ fn events() -> [Event; 13] {
 fn every_state_answers_every_event() {
     #[rustfmt::skip]
     let rows: [Row; 11] = [
-        //                                    trip cool count pass avail ltd block p.ok p.bad reset hold rel tick
+        //                                    trip cool count pass avail ltd block p.ok p.lost reset hold rel tick
         ("closed", None, 0,                   [O,   O,   U,   U,   U,    U,  O,    U,   U,    U,    H,   U,  U]),
         ("open, before min_open", open_lock(), 60,
                                               [U,   U,   U,   U,   U,    U,  O,    U,   U,    C,    H,   R,  U]),
@@ -64,11 +64,11 @@ fn every_state_answers_every_event() {
         ("ramping, probe out", probing(), 605,
                                               [O,   O,   U,   U,   U,    U,  O,    R,   O,    C,    H,   U,  U]),
         ("ramping, stage 2 done", ramping_stage_2(), 730,
-                                              [O,   O,   U,   U,   U,    U,  O,    U,   O,    C,    H,   U,  R]),
+                                              [O,   O,   U,   U,   U,    U,  O,    U,   U,    C,    H,   U,  R]),
         ("ramping, last stage done", last_stage(), 2000,
-                                              [O,   O,   U,   U,   U,    U,  O,    U,   O,    C,    H,   U,  C]),
+                                              [O,   O,   U,   U,   U,    U,  O,    U,   U,    C,    H,   U,  C]),
         ("ramp paused", paused(), 700,        [O,   U,   U,   U,   U,    U,  O,    U,   U,    C,    H,   R,  U]),
-        ("ramp pause over", paused(), 740,    [O,   O,   R,   R,   R,    R,  O,    R,   O,    C,    H,   R,  R]),
+        ("ramp pause over", paused(), 740,    [O,   O,   R,   R,   R,    R,  O,    R,   R,    C,    H,   R,  R]),
     ];
     for (name, start, now, want) in rows {
         if let Some(b) = &start {

@@ -11,7 +11,8 @@ use crate::admin::{self, Readiness};
 use crate::breaker::{EventRules, Rules};
 use crate::config::Config;
 use crate::engine::{Breakers, Timing};
-use crate::metrics::{BreakerMetrics, Metrics, WebhookMetrics};
+use crate::health::{Poller, Tokens};
+use crate::metrics::{BreakerMetrics, HealthMetrics, Metrics, WebhookMetrics};
 use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, SendCaps};
 use crate::store::NumberLink;
 use crate::upstream::{self, Target};
@@ -100,11 +101,22 @@ pub async fn run(
 
     let target =
         Target::new(config.upstream.uri()).map_err(|e| RunError::Upstream(e.to_string()))?;
+    // This process's name in leases: unique per start, so a restarted
+    // replica never mistakes its predecessor's lease for its own.
+    let replica = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+    // Tokens of successful sends are learned only when a poll could need
+    // them: no system-user token, and some number without a WABA token.
+    let learns_tokens = config.health.enabled && config.health.access_token.is_empty();
+    let tokens = Arc::new(Tokens::default());
+    let hook = GatewayHook {
+        breakers: breakers.clone(),
+        tokens: learns_tokens.then(|| tokens.clone()),
+    };
     let in_flight = InFlightLimit::new(config.limits.max_in_flight, metrics.in_flight().clone());
     let proxy = Proxy::new(
         upstream::client(&config.upstream),
         upstream::h1_connector(&config.upstream),
-        target,
+        target.clone(),
         ProxySettings {
             max_body_bytes: config.limits.max_body_bytes,
             inspect_body_bytes: config.limits.inspect_body_bytes,
@@ -112,7 +124,7 @@ pub async fn run(
         },
         metrics.clone(),
         in_flight,
-        Arc::new(breakers.clone()),
+        Arc::new(hook),
     );
     // Request order, top to bottom: the gate refuses sends for open numbers
     // before anything is forwarded (unless `server.gate` is off: shadow
@@ -126,8 +138,27 @@ pub async fn run(
             metrics.clone(),
             breaker_metrics,
             config.server.header_read_timeout,
+            replica.clone(),
+            // A probe's answer comes within the upstream deadline; the
+            // margin covers the gateway's own work around it.
+            config.upstream.timeout + PROBE_MARGIN,
         )
     });
+    let poller = if config.health.enabled {
+        let poller = Poller::new(
+            config.health.clone(),
+            &config.wabas,
+            &config.upstream,
+            target.clone(),
+            breakers.clone(),
+            tokens,
+            HealthMetrics::new(&registry)?,
+            replica,
+        );
+        Some(tokio::spawn(poller.run()))
+    } else {
+        None
+    };
     // The per-number send cap, after the gate (a refused send takes no
     // slot); absent unless limits.per_number_rate is set.
     let overrides: Vec<(String, u32)> = config
@@ -196,10 +227,54 @@ pub async fn run(
     };
     proxy::serve(listeners.proxy, make_service, settings, shutdown).await;
 
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     let _ = admin_stop.send(());
     let _ = admin_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// Added to `upstream.timeout` for the lease of a ramp's probe.
+const PROBE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the proxy tells about the sends it forwarded: Meta's errors to the
+/// engine, and, when the health poller may need them, the tokens of
+/// successful sends.
+struct GatewayHook {
+    breakers: Breakers,
+    tokens: Option<Arc<Tokens>>,
+}
+
+impl proxy::GraphErrorHook for GatewayHook {
+    fn graph_error(
+        &self,
+        phone_number_id: &str,
+        error: &crate::graph::GraphError,
+        recipient: Option<&str>,
+    ) {
+        self.breakers.observe(phone_number_id, error, recipient);
+    }
+
+    fn wants_recipient(&self) -> bool {
+        self.breakers.has_pair_rules()
+    }
+
+    fn send_succeeded(
+        &self,
+        phone_number_id: &str,
+        path_and_query: &str,
+        authorization: Option<&http::HeaderValue>,
+    ) {
+        if let Some(tokens) = &self.tokens {
+            tokens.learn(phone_number_id, path_and_query, authorization);
+        }
+    }
+
+    fn wants_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
 }
 
 fn local(listener: &TcpListener) -> String {

@@ -21,6 +21,7 @@
 //!   snapshot, written through to the store, fail-static.
 //! - [`store`]: where breaker state lives: the `BreakerStore` trait, the
 //!   embedded store (redb) and the Redis store.
+//! - [`health`]: the Health Status API poller that releases locked numbers.
 //! - [`admin`]: the admin listener: metrics, health checks, admin API.
 //! - [`breaker`]: the pure breaker state machine and the rules table.
 //! - [`graph`]: Meta's API model (error envelope).
@@ -35,6 +36,7 @@ pub mod breaker;
 pub mod config;
 pub mod engine;
 pub mod graph;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod sim;

@@ -180,6 +180,8 @@ pub struct BreakerMetrics {
     refused: IntCounterVec,
     store_errors: IntCounterVec,
     resyncs: IntCounter,
+    open_seconds: Histogram,
+    probes: IntCounterVec,
 }
 
 impl BreakerMetrics {
@@ -217,11 +219,34 @@ impl BreakerMetrics {
             "wagate_store_resyncs_total",
             "Full reloads of the breaker snapshot from the store.",
         )?;
+        let open_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "wagate_breaker_open_seconds",
+                "Seconds from a breaker's last trip to its closing, for the breakers this replica closed.",
+            )
+            // A cool-down lasts seconds to minutes, a lock hours to days.
+            .buckets(vec![
+                1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 12.0 * 3600.0, 86_400.0,
+                2.0 * 86_400.0, 7.0 * 86_400.0,
+            ]),
+        )?;
+        let probes = IntCounterVec::new(
+            Opts::new(
+                "wagate_probe_outcomes_total",
+                "Outcomes of ramp probes sent by this replica: accepted, failed (an error no rule trips on), lost (no answer), tripped.",
+            ),
+            &["outcome"],
+        )?;
         registry.register(Box::new(by_state.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(resyncs.clone()))?;
+        registry.register(Box::new(open_seconds.clone()))?;
+        registry.register(Box::new(probes.clone()))?;
+        for outcome in ["accepted", "failed", "lost", "tripped"] {
+            probes.with_label_values(&[outcome]);
+        }
         for s in [State::Open, State::Held, State::Ramping] {
             for kind in ["number", "pair", "class"] {
                 by_state.with_label_values(&[s.as_str(), kind]).set(0);
@@ -235,7 +260,19 @@ impl BreakerMetrics {
             refused,
             store_errors,
             resyncs,
+            open_seconds,
+            probes,
         })
+    }
+
+    /// A breaker closed `seconds` after its last trip.
+    pub fn closed_after(&self, seconds: f64) {
+        self.open_seconds.observe(seconds);
+    }
+
+    /// Counts a probe's outcome: `accepted`, `failed`, `lost` or `tripped`.
+    pub fn probe(&self, outcome: &str) {
+        self.probes.with_label_values(&[outcome]).inc();
     }
 
     /// Counts a transition that reached the store.
@@ -307,6 +344,84 @@ fn kind(key: &BreakerKey) -> &'static str {
         BreakerKey::Number(_) => "number",
         BreakerKey::Pair { .. } => "pair",
         BreakerKey::Class { .. } => "class",
+    }
+}
+
+/// The metrics of the health poller.
+#[derive(Clone)]
+pub struct HealthMetrics {
+    polls: IntCounterVec,
+    leases: IntGaugeVec,
+    budget_left: IntGaugeVec,
+}
+
+/// The `result` values of `wagate_health_polls_total`.
+pub const POLL_RESULTS: [&str; 8] = [
+    "ok",
+    "network",
+    "timeout",
+    "server_error",
+    "rate_limited",
+    "auth",
+    "invalid",
+    "no_token",
+];
+
+impl HealthMetrics {
+    /// Registers every health metric on `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let polls = IntCounterVec::new(
+            Opts::new(
+                "wagate_health_polls_total",
+                "Health Status API polls by this replica, by result (ok or the kind of failure) and the number's state in the answer (available, limited, blocked, none when there was no answer).",
+            ),
+            &["result", "state"],
+        )?;
+        let leases = IntGaugeVec::new(
+            Opts::new(
+                "wagate_health_lease_held",
+                "1 while this replica holds the polling lease of a WABA (waba=\"-\": numbers of no known WABA), 0 once it lost or gave it up.",
+            ),
+            &["waba"],
+        )?;
+        let budget_left = IntGaugeVec::new(
+            Opts::new(
+                "wagate_health_budget_left",
+                "Health polls left in the last hour's budget (health.waba_budget_per_hour) of each WABA this replica polls.",
+            ),
+            &["waba"],
+        )?;
+        registry.register(Box::new(polls.clone()))?;
+        registry.register(Box::new(leases.clone()))?;
+        registry.register(Box::new(budget_left.clone()))?;
+        for result in POLL_RESULTS {
+            polls.with_label_values(&[result, "none"]);
+        }
+        for state in ["available", "limited", "blocked"] {
+            polls.with_label_values(&["ok", state]);
+        }
+        Ok(Self {
+            polls,
+            leases,
+            budget_left,
+        })
+    }
+
+    /// Counts a poll.
+    pub fn poll(&self, result: &str, state: &str) {
+        self.polls.with_label_values(&[result, state]).inc();
+    }
+
+    /// Whether this replica holds the lease of `waba`.
+    pub fn lease(&self, waba: &str, held: bool) {
+        self.leases.with_label_values(&[waba]).set(i64::from(held));
+    }
+
+    /// Polls left in `waba`'s budget for the last hour.
+    pub fn budget_left(&self, waba: &str, left: u32) {
+        self.budget_left
+            .with_label_values(&[waba])
+            .set(i64::from(left));
     }
 }
 

@@ -532,6 +532,7 @@ async fn a_disabled_waba_gates_its_numbers_known_now_and_learned_later() {
         c.wabas = vec![wagate::config::Waba {
             id: "100000000000001".to_owned(),
             numbers: vec!["200000000000031".to_owned()],
+            ..Default::default()
         }];
     })
     .await;

@@ -69,7 +69,7 @@ pub struct Config {
 }
 
 /// One `[[wabas]]` entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Waba {
     /// The WhatsApp Business Account id.
@@ -77,6 +77,10 @@ pub struct Waba {
     /// Its phone number ids.
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// A token with `whatsapp_business_management` on this WABA, for health
+    /// polls of its numbers when `health.access_token` is empty.
+    #[serde(default)]
+    pub token: Secret,
 }
 
 /// `[listen]`
@@ -359,11 +363,65 @@ impl Webhook {
     }
 }
 
-/// `[health]`
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// `[health]`: the Health Status API poller that releases locked numbers
+/// and its ramp.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Health {
-    /// Token for Health Status API polls. Empty: the last token seen for that
-    /// number.
+    /// Poll at all. Default `true`; off, an open breaker waits for an
+    /// operator's release.
+    pub enabled: bool,
+    /// A system-user token for every poll. Empty: the WABA's `[[wabas]]`
+    /// token, else the last token the gateway forwarded on a successful
+    /// request for that number (kept in memory only).
     pub access_token: Secret,
+    /// First wait between two polls of one number, once its `min_open` has
+    /// passed. Default `30s`.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// The wait grows (with jitter) on every poll that does not release,
+    /// up to this. Default `5m`.
+    #[serde(with = "duration")]
+    pub max_interval: Duration,
+    /// Graph API version polled, such as `v24.0`. Empty: the version of the
+    /// last request forwarded for that number, else `fallback_api_version`.
+    pub api_version: String,
+    /// The version polled when `api_version` is empty and no request for
+    /// the number was seen. Default `v24.0`.
+    pub fallback_api_version: String,
+    /// Consecutive AVAILABLE polls before the ramp starts. Default `2`.
+    pub required_available: u32,
+    /// Whether LIMITED (no entity blocked, some limited) releases like
+    /// AVAILABLE. Default `false`.
+    pub release_on_limited: bool,
+    /// Polls per hour per WABA, spread evenly, never a burst (Meta's
+    /// management endpoints allow 200 per hour per app and WABA by default).
+    /// Numbers without a known WABA share one such budget. Default `200`.
+    pub waba_budget_per_hour: u32,
+    /// Time allowed for one poll's answer. Default `10s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long a replica's claim to poll a WABA's numbers lasts without
+    /// renewal; another replica takes over this long after the holder dies.
+    /// Default `30s`.
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            access_token: Secret::default(),
+            interval: Duration::from_secs(30),
+            max_interval: Duration::from_secs(5 * 60),
+            api_version: String::new(),
+            fallback_api_version: "v24.0".to_owned(),
+            required_available: 2,
+            release_on_limited: false,
+            waba_budget_per_hour: 200,
+            timeout: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
 }

@@ -47,6 +47,38 @@ impl Config {
                 })?;
             }
         }
+        let health = &self.health;
+        positive("health.interval", health.interval)?;
+        positive("health.timeout", health.timeout)?;
+        positive("health.lease_ttl", health.lease_ttl)?;
+        if health.max_interval < health.interval {
+            return Err(ConfigError::invalid(
+                "health.max_interval",
+                "must be at least health.interval",
+            ));
+        }
+        at_least(
+            "health.required_available",
+            u64::from(health.required_available),
+            1,
+        )?;
+        at_least(
+            "health.waba_budget_per_hour",
+            u64::from(health.waba_budget_per_hour),
+            1,
+        )?;
+        for (key, version) in [
+            ("health.api_version", &health.api_version),
+            ("health.fallback_api_version", &health.fallback_api_version),
+        ] {
+            let allowed_empty = key == "health.api_version" && version.is_empty();
+            if !(allowed_empty || crate::graph::is_version(version)) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be a Graph API version such as v24.0, got {version:?}"),
+                ));
+            }
+        }
         listen_addrs_differ(self.listen.proxy, self.listen.admin)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;

@@ -19,16 +19,18 @@ mod snapshot;
 mod sync;
 mod wabas;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::breaker::{
-    Breaker, BreakerKey, Decision, Event, Observed, OperatorAction, Restriction, Rules, Settings,
-    State, TrafficClass, TransitionRecord, UnixMillis, apply,
+    Breaker, BreakerKey, Decision, Event, HealthVerdict, Observed, OperatorAction, ProbeOutcome,
+    Release, Restriction, Rules, Settings, State, TrafficClass, TransitionRecord, UnixMillis,
+    apply,
 };
 use crate::graph::GraphError;
 use crate::metrics::BreakerMetrics;
@@ -65,6 +67,9 @@ pub enum Check {
     Pass,
     /// Refuse it (unless it is a mark-as-read), quoting this breaker.
     Refuse(Arc<Breaker>),
+    /// The number is ramping: the send needs the probe's lease or a slot of
+    /// the stage's shared rate (unless it is a mark-as-read).
+    Ramp(Arc<Breaker>),
     /// The number has pair back-offs or a restricted traffic class: the
     /// send's body (its recipient, whether it is a template) decides.
     AskRecipient,
@@ -97,6 +102,31 @@ struct Inner {
     jobs: mpsc::UnboundedSender<Job>,
     /// The last store write or read failed; cleared by the next success.
     degraded: AtomicBool,
+    /// What the health poller of this replica knows of each number it polls.
+    health: RwLock<HashMap<String, HealthNote>>,
+    /// The fallback wait for a number no poller of this replica schedules:
+    /// `health.interval`, the soonest a poll can come.
+    poll_interval: std::sync::atomic::AtomicU64,
+}
+
+/// What the health poller knows of one open number: for the admin view and
+/// for the `Retry-After` of its refusals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HealthNote {
+    /// When the next poll is due, when this replica polls the number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_poll: Option<UnixMillis>,
+    /// When the last poll was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_poll: Option<UnixMillis>,
+    /// What it said: `AVAILABLE`, `LIMITED`, `BLOCKED` or the failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
+    /// Consecutive polls that counted towards release.
+    pub available_streak: u32,
+    /// Why the number is not polled, when it is not (no token, no lease).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl Breakers {
@@ -123,6 +153,8 @@ impl Breakers {
                 metrics,
                 jobs,
                 degraded: AtomicBool::new(false),
+                health: RwLock::default(),
+                poll_interval: std::sync::atomic::AtomicU64::new(30_000),
             }),
         };
         let series = StateSeries::new(
@@ -161,8 +193,13 @@ impl Breakers {
             return Check::Pass;
         }
         let now = now();
-        if let Some(breaker) = snapshot.shared_if(number, |b| b.refuses_sends(now)) {
-            return Check::Refuse(breaker);
+        if let Some(breaker) = snapshot.shared_if(number, |b| {
+            b.refuses_sends(now) || b.state == State::Ramping
+        }) {
+            return match breaker.state {
+                State::Ramping => Check::Ramp(breaker),
+                _ => Check::Refuse(breaker),
+            };
         }
         if snapshot.has_pairs(number) {
             return Check::AskRecipient;
@@ -272,6 +309,141 @@ impl Breakers {
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("breaker engine stopped".to_owned())))
+    }
+
+    /// The numbers whose breakers wait for a health poll: open, released by
+    /// health, with the time `min_open` ends. Held breakers are not among
+    /// them: only an operator lets those go.
+    pub fn awaiting_health(&self) -> Vec<(String, UnixMillis)> {
+        self.inner.snapshot.pick(|b| {
+            (matches!(b.key, BreakerKey::Number(_))
+                && b.state == State::Open
+                && b.release == Release::Health)
+                .then(|| (b.key.number().to_owned(), b.min_open_until))
+        })
+    }
+
+    /// Feeds a health poll's verdict for `number` and waits until the
+    /// store has the transition (or holds it back while the store is down).
+    pub async fn health(
+        &self,
+        number: &str,
+        verdict: HealthVerdict,
+    ) -> Result<OperatorOutcome, StoreError> {
+        self.apply_and_store(BreakerKey::for_number(number), Event::Health(verdict))
+            .await
+    }
+
+    /// Feeds the outcome of a ramp's probe for `number`, through the same
+    /// entry as every observation; the store write follows.
+    pub fn probe(&self, number: &str, outcome: ProbeOutcome) {
+        let label = match (outcome, self.get(number).map(|b| b.state)) {
+            // The proxy's hook already fed the error; it re-opened the
+            // breaker.
+            (ProbeOutcome::Failed, Some(State::Open)) => "tripped",
+            (outcome, _) => outcome.as_str(),
+        };
+        self.inner.metrics.probe(label);
+        self.inner.submit(
+            BreakerKey::for_number(number),
+            Event::Probe(outcome),
+            now(),
+            None,
+        );
+    }
+
+    /// Takes (or renews) the lease `name` of `scope` for `holder`, shared by
+    /// every replica through the store. See [`BreakerStore::take_lease`].
+    pub async fn take_lease(
+        &self,
+        scope: &str,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let taken = self.inner.store.take_lease(scope, name, holder, ttl).await;
+        self.note_store("take_lease", &taken);
+        taken
+    }
+
+    /// Gives a lease up. See [`BreakerStore::release_lease`].
+    pub async fn release_lease(
+        &self,
+        scope: &str,
+        name: &str,
+        holder: &str,
+    ) -> Result<bool, StoreError> {
+        let released = self.inner.store.release_lease(scope, name, holder).await;
+        self.note_store("release_lease", &released);
+        released
+    }
+
+    /// Admits one send of a ramping `number` at `per_second`, across every
+    /// replica: `None` when admitted, else the wait until the next slot.
+    pub async fn admit_ramp(
+        &self,
+        number: &str,
+        per_second: u32,
+    ) -> Result<Option<Duration>, StoreError> {
+        let admitted = self.inner.store.admit(number, "ramp", per_second).await;
+        self.note_store("admit", &admitted);
+        admitted
+    }
+
+    fn note_store<T>(&self, operation: &str, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            self.inner.metrics.store_error(operation);
+        }
+    }
+
+    /// Records what the poller knows of `number`; `None` forgets it (the
+    /// number is no longer polled here).
+    pub fn note_health(&self, number: &str, note: Option<HealthNote>) {
+        let mut notes = self.inner.health.write().unwrap_or_else(|e| e.into_inner());
+        match note {
+            Some(note) => {
+                notes.insert(number.to_owned(), note);
+            }
+            None => {
+                notes.remove(number);
+            }
+        }
+    }
+
+    /// What the poller of this replica knows of `number`.
+    pub fn health_note(&self, number: &str) -> Option<HealthNote> {
+        let notes = self.inner.health.read().unwrap_or_else(|e| e.into_inner());
+        notes.get(number).cloned()
+    }
+
+    /// Sets the wait quoted for open numbers this replica does not poll.
+    pub fn set_poll_interval(&self, interval: Duration) {
+        let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.inner.poll_interval.store(millis, Ordering::Relaxed);
+    }
+
+    /// The `Retry-After` of a refusal by `breaker` at `now`: the time left
+    /// of a cool-down or of `min_open`, else, waiting for health, the time
+    /// of the next poll (this replica's own schedule when it polls the
+    /// number, `health.interval` when another replica does).
+    pub fn retry_after(&self, breaker: &Breaker, now: UnixMillis) -> Duration {
+        let own = breaker.retry_after(now);
+        let waits_for_poll = breaker.state == State::Open
+            && breaker.release == Release::Health
+            && now >= breaker.min_open_until;
+        if !waits_for_poll {
+            return own;
+        }
+        let notes = self.inner.health.read().unwrap_or_else(|e| e.into_inner());
+        let next = notes
+            .get(breaker.key.number())
+            .and_then(|note| note.next_poll);
+        drop(notes);
+        let wait = match next {
+            Some(at) => at.since(now),
+            None => Duration::from_millis(self.inner.poll_interval.load(Ordering::Relaxed)),
+        };
+        wait.max(own)
     }
 
     /// Whether any rule backs off (number, recipient) pairs, so failed sends

@@ -120,6 +120,12 @@ impl Snapshot {
         })
     }
 
+    /// What `pick` takes from each record, for records it takes anything
+    /// from; nothing else is copied.
+    pub(crate) fn pick<T>(&self, pick: impl Fn(&Breaker) -> Option<T>) -> Vec<T> {
+        self.read(|r| r.records.values().filter_map(|b| pick(b)).collect())
+    }
+
     /// Takes `record` when it is newer than what is held. A record from the
     /// store wins a tie (`authoritative`): the store's copy is the truth,
     /// while a local record of the same version is only this replica's

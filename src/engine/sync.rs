@@ -141,6 +141,10 @@ async fn write(engine: &Inner, job: Job, pending: &mut Vec<Job>) {
                 engine.degraded.store(false, Ordering::Release);
                 adopt(engine, next);
                 engine.metrics.transition(&transition.record);
+                if let (State::Closed, Some(base)) = (transition.to, &base) {
+                    let open = now.since(base.cause.at).as_secs_f64();
+                    engine.metrics.closed_after(open);
+                }
                 info!(
                     number = key.number(),
                     key = %key,

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,11 +23,12 @@ use prometheus::IntCounter;
 use futures_util::future::{BoxFuture, Either};
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
+use tracing::{info, warn};
 
 use super::body::{Buffered, ProxyBody, RequestBody};
-use super::respond::{GatewayError, refusal_body, refusal_response};
+use super::respond::{GatewayError, Unanswered, refusal_body, refusal_response};
 use super::routes::{Route, RouteKind, classify, is_mark_as_read, is_template, send_recipient};
-use crate::breaker::{Breaker, BreakerKey, TrafficClass};
+use crate::breaker::{Admission, Breaker, BreakerKey, ProbeOutcome, RETRY_FLOOR, TrafficClass};
 use crate::engine::{Breakers, Check, now};
 use crate::metrics::{BreakerMetrics, Metrics, Outcome};
 
@@ -38,6 +40,9 @@ const READ_BOUND: usize = 64 * 1024;
 /// holds breakers that actually refused something).
 const RENDERED_MAX: usize = 16_384;
 
+/// The store lease a ramp's probe holds, per number.
+const PROBE_LEASE: &str = "probe";
+
 /// Wraps a service in a [`Gate`]. Cloned with every request (hyper hands
 /// each request a clone of the connection's service), so it is one `Arc`.
 #[derive(Clone)]
@@ -47,6 +52,12 @@ pub struct GateLayer {
 
 struct Shared {
     breakers: Breakers,
+    /// This replica's name in probe leases.
+    replica: String,
+    /// Sequence of this replica's probes, so each lease has its own holder.
+    probes: AtomicU64,
+    /// How long a probe's lease lasts: its answer's deadline and a margin.
+    probe_ttl: Duration,
     /// How long a client may take to send a body the gate must read.
     read_timeout: Duration,
     metrics: Metrics,
@@ -64,18 +75,23 @@ struct Rendered {
 }
 
 impl GateLayer {
-    /// A gate deciding with `breakers`.
     /// A gate deciding with `breakers`, reading a send's body (when it must)
-    /// within `read_timeout`.
+    /// within `read_timeout`. A ramp's probe holds a lease named after
+    /// `replica` for `probe_ttl`: longer than its answer may take.
     pub fn new(
         breakers: Breakers,
         metrics: Metrics,
         breaker_metrics: BreakerMetrics,
         read_timeout: Duration,
+        replica: String,
+        probe_ttl: Duration,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 breakers,
+                replica,
+                probes: AtomicU64::new(0),
+                probe_ttl,
                 read_timeout,
                 metrics,
                 breaker_metrics,
@@ -84,8 +100,16 @@ impl GateLayer {
         }
     }
 
-    /// The refusal of a send by `breaker`, rendered once per record version.
+    /// The refusal of a send by `breaker`, rendered once per record version,
+    /// with the `Retry-After` the engine gives.
     fn refuse(&self, breaker: &Breaker) -> Response<ProxyBody> {
+        let retry_after = self.shared.breakers.retry_after(breaker, now());
+        self.refuse_for(breaker, retry_after)
+    }
+
+    /// The refusal of a send by `breaker`, asking to come back after
+    /// `retry_after`.
+    fn refuse_for(&self, breaker: &Breaker, retry_after: Duration) -> Response<ProxyBody> {
         let shared = &*self.shared;
         shared.metrics.request(RouteKind::Send, Outcome::Refused);
         let id: Cow<'_, str> = match &breaker.key {
@@ -116,7 +140,7 @@ impl GateLayer {
             out
         });
         refused.inc();
-        refusal_response(body, breaker, now())
+        refusal_response(body, breaker, retry_after)
     }
 }
 
@@ -184,7 +208,7 @@ where
 /// Reads the body (bounded) and refuses or forwards. `route` is the
 /// request's classification (a send for a number).
 async fn decide<S>(
-    mut inner: S,
+    inner: S,
     layer: GateLayer,
     request: Request<RequestBody>,
     route: Route,
@@ -217,7 +241,16 @@ where
     };
     let refuse_with: Option<Arc<Breaker>> = match (&check, &buffered) {
         // Mark-as-read is not a send: it passes an open breaker.
-        (Check::Refuse(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => None,
+        (Check::Refuse(_) | Check::Ramp(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => {
+            None
+        }
+        (Check::Ramp(breaker), _) => {
+            let body = match buffered {
+                Buffered::Whole(bytes) => RequestBody::full(bytes),
+                Buffered::Partial(body) => body,
+            };
+            return ramp(inner, layer, Request::from_parts(parts, body), breaker).await;
+        }
         (Check::Refuse(breaker), _) => Some(breaker.clone()),
         (Check::AskRecipient, Buffered::Whole(bytes)) if !is_mark_as_read(bytes) => {
             let number = route.number(parts.uri.path()).unwrap_or_default();
@@ -242,8 +275,105 @@ where
         Buffered::Whole(bytes) => RequestBody::full(bytes),
         Buffered::Partial(body) => body,
     };
-    match inner.call(Request::from_parts(parts, body)).await {
+    forward(inner, Request::from_parts(parts, body)).await
+}
+
+async fn forward<S>(mut inner: S, request: Request<RequestBody>) -> Response<ProxyBody>
+where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    match inner.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
+}
+
+/// A send for a ramping number: the probe, at stage 0, goes out only with
+/// the probe's lease (one across every replica) and its outcome goes to the
+/// engine; at a rate stage, a send goes out only with a slot of the stage's
+/// rate, shared by every replica through the store. Anything else is
+/// refused at once with `X-Wagate-Breaker: ramping`, never queued; so is
+/// a send whose admission the store cannot answer, since a shared rate is
+/// what a recovering number was promised.
+async fn ramp<S>(
+    inner: S,
+    layer: GateLayer,
+    request: Request<RequestBody>,
+    breaker: &Breaker,
+) -> Response<ProxyBody>
+where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    let shared = &*layer.shared;
+    let number = breaker.key.number();
+    let rate = match breaker.admitted_rate() {
+        Some(Admission::PerSecond(rate)) => rate,
+        Some(Admission::Probe) => return probe(inner, &layer, request, breaker).await,
+        // Moved on since the check: the snapshot decides again next time.
+        None => return forward(inner, request).await,
+    };
+    match shared.breakers.admit_ramp(number, rate).await {
+        Ok(None) => forward(inner, request).await,
+        Ok(Some(wait)) => layer.refuse_for(breaker, wait),
+        Err(error) => {
+            warn!(phone_number_id = number, %error, "ramp rate not answered by the store; send refused");
+            layer.refuse_for(breaker, RETRY_FLOOR)
+        }
+    }
+}
+
+async fn probe<S>(
+    inner: S,
+    layer: &GateLayer,
+    request: Request<RequestBody>,
+    breaker: &Breaker,
+) -> Response<ProxyBody>
+where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    let shared = &*layer.shared;
+    let number = breaker.key.number();
+    let seq = shared.probes.fetch_add(1, Ordering::Relaxed);
+    let holder = format!("{}#{seq}", shared.replica);
+    match shared
+        .breakers
+        .take_lease(number, PROBE_LEASE, &holder, shared.probe_ttl)
+        .await
+    {
+        Ok(true) => {}
+        // Another send is the probe: its answer decides when more go.
+        Ok(false) => return layer.refuse_for(breaker, RETRY_FLOOR),
+        Err(error) => {
+            warn!(phone_number_id = number, %error, "probe lease not answered by the store; send refused");
+            return layer.refuse_for(breaker, RETRY_FLOOR);
+        }
+    }
+    info!(phone_number_id = number, "sending the ramp's probe");
+    let response = forward(inner, request).await;
+    let outcome = if response.status().is_success() {
+        ProbeOutcome::Accepted
+    } else if response.extensions().get::<Unanswered>().is_some() {
+        ProbeOutcome::Lost
+    } else {
+        ProbeOutcome::Failed
+    };
+    info!(
+        phone_number_id = number,
+        outcome = outcome.as_str(),
+        status = response.status().as_u16(),
+        "ramp probe answered"
+    );
+    shared.breakers.probe(number, outcome);
+    // An accepted or lost probe keeps its lease until it expires: replicas
+    // that have not yet seen the new record must not send a second probe.
+    // A failed one frees it, so the next send probes.
+    if outcome == ProbeOutcome::Failed
+        && let Err(error) = shared
+            .breakers
+            .release_lease(number, PROBE_LEASE, &holder)
+            .await
+    {
+        warn!(phone_number_id = number, %error, "probe lease not released; it expires by itself");
+    }
+    response
 }

@@ -19,7 +19,7 @@ mod watchdog;
 pub use body::{BoxError, Buffered, Capture, InFlight, InFlightLimit, ProxyBody, RequestBody};
 pub use cap::{Cap, SendCaps, UPGRADED_RATE};
 pub use gate::{Gate, GateLayer};
-pub use respond::{ERROR_TYPE, GatewayError, envelope_response, refusal};
+pub use respond::{ERROR_TYPE, GatewayError, Unanswered, envelope_response, refusal};
 pub use routes::{Route, RouteKind, classify, is_mark_as_read, is_template, send_recipient};
 pub use server::{ServeSettings, serve};
 pub use service::{GraphErrorHook, Proxy, ProxySettings};

@@ -128,7 +128,11 @@ impl GatewayError {
                 None,
             ),
         };
+        let unanswered = matches!(self, Self::BadGateway | Self::GatewayTimeout(_));
         let mut response = envelope_response(status, code, message, details, None);
+        if unanswered {
+            response.extensions_mut().insert(Unanswered);
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()
@@ -138,6 +142,12 @@ impl GatewayError {
     }
 }
 
+/// Marks, in its extensions, a response the gateway made because the
+/// upstream gave no answer (502, 504): whether Meta acted on the request is
+/// unknown. A ramp's probe that ends so is lost, not failed.
+#[derive(Clone, Copy, Debug)]
+pub struct Unanswered;
+
 /// The refusal of a send whose breaker is open or held.
 ///
 /// HTTP 503 with `Retry-After` (seconds until the breaker can next move) and
@@ -145,7 +155,7 @@ impl GatewayError {
 /// the breaker, so SDKs that already handle 131031 keep working; the
 /// `fbtrace_id` is the one of the response that tripped it, when known.
 pub fn refusal(breaker: &Breaker, now: UnixMillis) -> Response<ProxyBody> {
-    refusal_response(refusal_body(breaker), breaker, now)
+    refusal_response(refusal_body(breaker), breaker, breaker.retry_after(now))
 }
 
 /// The body of a refusal. It depends only on the breaker's record, so the
@@ -184,14 +194,15 @@ pub(super) fn refusal_body(breaker: &Breaker) -> Bytes {
     )
 }
 
-/// The refusal response around a rendered `body` for `breaker` at `now`.
+/// The refusal response around a rendered `body` for `breaker`, asking the
+/// client to come back after `retry_after`.
 pub(super) fn refusal_response(
     body: Bytes,
     breaker: &Breaker,
-    now: UnixMillis,
+    retry_after: Duration,
 ) -> Response<ProxyBody> {
     let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
-    let retry_after = breaker.retry_after(now).as_millis().div_ceil(1000).max(1) as u64;
+    let retry_after = retry_after.as_millis().div_ceil(1000).max(1) as u64;
     let headers = response.headers_mut();
     headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
     headers.insert(

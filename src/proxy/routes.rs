@@ -80,7 +80,7 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Route {
     let Some(first) = segments.next() else {
         return Route::other();
     };
-    let node = if is_version(&path[first.clone()]) {
+    let node = if crate::graph::is_version(&path[first.clone()]) {
         match segments.next() {
             Some(node) => node,
             None => return Route::other(),
@@ -176,16 +176,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn trim_start(bytes: &[u8]) -> &[u8] {
     let skip = bytes.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &bytes[skip..]
-}
-
-fn is_version(segment: &str) -> bool {
-    let Some(rest) = segment.strip_prefix('v') else {
-        return false;
-    };
-    let Some((major, minor)) = rest.split_once('.') else {
-        return false;
-    };
-    is_id(major) && is_id(minor)
 }
 
 fn is_id(segment: &str) -> bool {

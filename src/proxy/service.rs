@@ -9,9 +9,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http::header::CONTENT_LENGTH;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 use tracing::{Instrument, Span, debug_span, info, warn};
@@ -45,6 +45,24 @@ pub trait GraphErrorHook: Send + Sync + 'static {
     /// Whether the hook needs the recipient of failed sends; keeping the
     /// first frame of each send body for that costs a small allocation.
     fn wants_recipient(&self) -> bool {
+        false
+    }
+
+    /// Called for a send that Meta answered with a 2xx, with the request's
+    /// path and query and its `Authorization` header, when
+    /// [`wants_tokens`](Self::wants_tokens).
+    fn send_succeeded(
+        &self,
+        _phone_number_id: &str,
+        _path_and_query: &str,
+        _authorization: Option<&HeaderValue>,
+    ) {
+    }
+
+    /// Whether the hook learns the tokens of successful sends (the health
+    /// poller's last resort); keeping each send's `Authorization` until its
+    /// answer costs a reference count.
+    fn wants_tokens(&self) -> bool {
         false
     }
 }
@@ -182,6 +200,9 @@ impl Shared {
         let number = send_path.as_ref().and_then(|p| route.number(p.path()));
         let capture = (number.is_some() && self.hook.wants_recipient())
             .then(|| request.body_mut().capture_first_frame());
+        let authorization = (number.is_some() && self.hook.wants_tokens())
+            .then(|| request.headers().get(AUTHORIZATION).cloned())
+            .flatten();
         let span = debug_span!(
             "request",
             route = route.kind.as_str(),
@@ -200,6 +221,7 @@ impl Shared {
                 route,
                 send_path,
                 capture,
+                authorization,
                 slot,
                 started,
                 span,
@@ -259,6 +281,7 @@ impl Shared {
             route,
             send_path,
             capture,
+            authorization,
             slot,
             started,
             span,
@@ -317,10 +340,20 @@ impl Shared {
                     Ok(Response::from_parts(parts, inspected.body.with_guard(slot)))
                 }))
             }
-            _ => Ok(Response::from_parts(
-                parts,
-                ProxyBody::upstream(body).with_guard(slot),
-            )),
+            send_path => {
+                if let Some(path) = send_path.filter(|_| parts.status.is_success())
+                    && let Some(number) = route.number(path.path())
+                    && shared.hook.wants_tokens()
+                {
+                    shared
+                        .hook
+                        .send_succeeded(number, path.as_str(), authorization.as_ref());
+                }
+                Ok(Response::from_parts(
+                    parts,
+                    ProxyBody::upstream(body).with_guard(slot),
+                ))
+            }
         }
     }
 
@@ -365,6 +398,8 @@ struct Exchange {
     /// The send's path and query, for attributing its error to a number.
     send_path: Option<PathAndQuery>,
     capture: Option<Capture>,
+    /// The send's `Authorization`, kept when the hook learns tokens.
+    authorization: Option<HeaderValue>,
     slot: InFlight,
     started: Instant,
     span: Span,

@@ -27,6 +27,10 @@ pub(crate) fn router(sim: Sim) -> Router {
         .route("/_sim/numbers/{id}/unlock", only(post(unlock)))
         .route("/_sim/numbers/{id}/health", only(put(set_health)))
         .route(
+            "/_sim/numbers/{id}/health_error",
+            only(put(inject_health_error).delete(clear_health_error)),
+        )
+        .route(
             "/_sim/numbers/{id}/errors",
             only(post(inject_error).delete(clear_errors)),
         )
@@ -114,6 +118,27 @@ async fn set_health(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes)
             json!({ "phone_number_id": id, "can_send_message": can_send_message }),
         ))
     })())
+}
+
+async fn inject_health_error(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    respond((|| -> Result<Answer, Answer> {
+        check_id(&id)?;
+        let injection: ErrorInjection = parse(&body)?;
+        let shown = json!({ "phone_number_id": id, "health_error": &injection });
+        sim.inject_health_error(&id, Some(injection));
+        Ok(ok(shown))
+    })())
+}
+
+async fn clear_health_error(State(sim): State<Sim>, Path(id): Path<String>) -> Answer {
+    respond(check_id(&id).map(|()| {
+        sim.inject_health_error(&id, None);
+        ok(json!({ "phone_number_id": id, "health_error": null }))
+    }))
 }
 
 async fn inject_error(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Answer {

@@ -104,6 +104,10 @@ async fn answer(
             let digest = digest_stream(body).await.unwrap_or_default();
             (Answer::success(), digest)
         }
+        Action::Health(_) if let Some(injection) = number.take_health_error() => {
+            let extra = injection.headers.clone().into_iter().collect();
+            return (codes::injected(&injection), drain(body).await, extra);
+        }
         Action::Health(fields) => {
             let fields: Vec<&str> = fields.split(',').map(str::trim).collect();
             let value = health::health_body(id, number.health(), &fields);

@@ -143,6 +143,9 @@ pub struct LogEntry {
     pub status: u16,
     /// Response body as text, cut at 64 KiB.
     pub response_body: String,
+    /// When the request arrived, in unix milliseconds.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 impl LogEntry {
@@ -203,6 +206,14 @@ impl Sim {
         self.inner
             .number(phone_number_id)
             .inject_error(Some(injection));
+    }
+
+    /// Scripts an error for a number's Health Status API reads (`None`
+    /// clears it): an `error.code` with its status, or an exact `body`.
+    pub fn inject_health_error(&self, phone_number_id: &str, injection: Option<ErrorInjection>) {
+        self.inner
+            .number(phone_number_id)
+            .inject_health_error(injection);
     }
 
     /// Removes a number's scripted error.

@@ -61,6 +61,7 @@ pub(crate) fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// A request head waiting for its body digest and answer.
 pub(crate) struct Pending {
+    at_ms: u64,
     method: String,
     path: String,
     query: String,
@@ -71,6 +72,9 @@ impl Pending {
     /// `None` when recording is off, so nothing is copied per request.
     pub(crate) fn capture(inner: &Inner, parts: &Parts) -> Option<Self> {
         inner.record.then(|| Self {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             method: parts.method.as_str().to_owned(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().unwrap_or("").to_owned(),
@@ -89,6 +93,7 @@ impl Pending {
             body_sha256: body.sha256,
             status: answer.status.as_u16(),
             response_body: String::from_utf8_lossy(quoted).into_owned(),
+            at_ms: self.at_ms,
         });
     }
 }

@@ -60,6 +60,7 @@ pub(crate) struct Number {
     error_armed: AtomicBool,
     error: Mutex<Option<ErrorInjection>>,
     health: Mutex<Option<Health>>,
+    health_error: Mutex<Option<ErrorInjection>>,
 }
 
 impl Number {
@@ -71,6 +72,7 @@ impl Number {
             error_armed: AtomicBool::new(false),
             error: Mutex::new(None),
             health: Mutex::new(None),
+            health_error: Mutex::new(None),
         }
     }
 
@@ -97,6 +99,24 @@ impl Number {
             None if self.is_locked() => Health::Blocked,
             None => Health::Available,
         }
+    }
+
+    pub(crate) fn inject_health_error(&self, injection: Option<ErrorInjection>) {
+        *lock(&self.health_error) = injection.filter(|i| i.times != Some(0));
+    }
+
+    /// The error to answer for this health read, counting down `times`.
+    pub(crate) fn take_health_error(&self) -> Option<ErrorInjection> {
+        let mut slot = lock(&self.health_error);
+        let armed = slot.as_mut()?;
+        let answer = armed.clone();
+        if let Some(left) = armed.times.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                *slot = None;
+            }
+        }
+        Some(answer)
     }
 
     pub(crate) fn set_latency(&self, latency: Duration) {
@@ -319,6 +339,7 @@ mod tests {
                 body_sha256: String::new(),
                 status: 200,
                 response_body: String::new(),
+                at_ms: 0,
             });
         }
         let log = inner.log();

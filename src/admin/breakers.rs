@@ -1,5 +1,5 @@
-//! `/admin/breakers`: read every breaker that is not closed, and reset or
-//! trip one by hand. Changes are recorded as transitions with source
+//! `/admin/breakers`: read every breaker that is not closed, and reset,
+//! trip or release (start the ramp of) one by hand. Changes are recorded as transitions with source
 //! `operator` and need `Authorization: Bearer <admin.token>`.
 
 use axum::Json;
@@ -32,6 +32,12 @@ struct View {
     reason: String,
     retry_after_seconds: u64,
     version: u64,
+    /// Meta's errors from the last BLOCKED health poll.
+    health_errors: Vec<crate::breaker::HealthError>,
+    /// The ramp stage (0: the probe) while ramping or paused.
+    ramp_stage: Option<u32>,
+    /// The stage's sends per second, once past the probe.
+    ramp_rate: Option<u32>,
 }
 
 impl View {
@@ -51,6 +57,12 @@ impl View {
             reason: b.reason.clone(),
             retry_after_seconds: b.retry_after(now()).as_secs(),
             version: b.version,
+            health_errors: b.health_errors.clone(),
+            ramp_stage: b.ramp.map(|r| r.stage),
+            ramp_rate: b.ramp.and_then(|r| match r.admit {
+                crate::breaker::Admission::PerSecond(rate) => Some(rate),
+                crate::breaker::Admission::Probe => None,
+            }),
         }
     }
 }
@@ -83,6 +95,10 @@ pub(super) async fn show(State(state): State<AdminState>, Path(id): Path<String>
     view["waba"] = json!(link.as_ref().map(|l| &l.waba));
     view["display_phone_number"] = json!(link.as_ref().and_then(|l| l.display.as_ref()));
     view["waba_gate"] = json!(gate);
+    // What this replica's health poller knows: next poll, last result, or
+    // why the number is not polled (no token, another replica's lease).
+    view["health"] = json!(state.breakers.health_note(&id));
+    view["retry_after_seconds"] = json!(state.breakers.retry_after(&breaker, now()).as_secs());
     Json(view).into_response()
 }
 
@@ -112,6 +128,18 @@ pub(super) async fn trip(
     body: Bytes,
 ) -> Response {
     change(state, id, headers, body, |reason| OperatorAction::Trip {
+        reason,
+    })
+    .await
+}
+
+pub(super) async fn release(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change(state, id, headers, body, |reason| OperatorAction::Release {
         reason,
     })
     .await

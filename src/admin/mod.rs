@@ -87,6 +87,7 @@ pub fn router(metrics: Metrics, readiness: Readiness, breakers: Breakers, token:
         .route("/admin/breakers/{id}", get(breakers::show))
         .route("/admin/breakers/{id}/reset", post(breakers::reset))
         .route("/admin/breakers/{id}/trip", post(breakers::trip))
+        .route("/admin/breakers/{id}/release", post(breakers::release))
         .fallback(not_found)
         .with_state(AdminState {
             metrics,

@@ -339,7 +339,7 @@ pub(crate) struct StateSeries {
     numbers: Box<dyn Fn() -> Vec<Arc<Breaker>> + Send + Sync>,
     limit: usize,
     // Reused by every scrape; the lock keeps two scrapes from mixing.
-    gauges: Mutex<(IntGaugeVec, IntGauge)>,
+    gauges: Mutex<(IntGaugeVec, IntGauge, IntGaugeVec)>,
     descs: Vec<Desc>,
 }
 
@@ -362,10 +362,18 @@ impl StateSeries {
             "wagate_breaker_state_omitted",
             "Numbers whose breaker is not closed but that wagate_breaker_state leaves out (over metrics.number_series).",
         )?;
+        let stages = IntGaugeVec::new(
+            Opts::new(
+                "wagate_ramp_stage",
+                "Ramp stage of each ramping phone number among those wagate_breaker_state shows: 0 while the probe is out, then 1, 2, ... for each breaker.ramp_rates stage.",
+            ),
+            &["phone_number_id"],
+        )?;
         let descs = states
             .desc()
             .into_iter()
             .chain(omitted.desc())
+            .chain(stages.desc())
             .cloned()
             .collect();
         Ok(Self {
@@ -376,7 +384,7 @@ impl StateSeries {
                     .unwrap_or_default()
             }),
             limit,
-            gauges: Mutex::new((states, omitted)),
+            gauges: Mutex::new((states, omitted, stages)),
             descs,
         })
     }
@@ -399,17 +407,25 @@ impl Collector for StateSeries {
         }
         numbers.sort_unstable_by(order);
         let gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        let (states, count) = &*gauges;
+        let (states, count, stages) = &*gauges;
         states.reset();
+        stages.reset();
         for breaker in &numbers {
             states
                 .with_label_values(&[breaker.key.number(), breaker.state.as_str()])
                 .set(1);
+            if let (State::Ramping, Some(ramp)) = (breaker.state, breaker.ramp) {
+                stages
+                    .with_label_values(&[breaker.key.number()])
+                    .set(i64::from(ramp.stage));
+            }
         }
         count.set(omitted as i64);
         let mut families = states.collect();
         families.extend(count.collect());
+        families.extend(stages.collect());
         states.reset();
+        stages.reset();
         families
     }
 }

@@ -364,10 +364,12 @@ where
         "ramp probe answered"
     );
     shared.breakers.probe(number, outcome);
-    // An accepted or lost probe keeps its lease until it expires: replicas
-    // that have not yet seen the new record must not send a second probe.
-    // A failed one frees it, so the next send probes.
-    if outcome == ProbeOutcome::Failed
+    // An accepted probe keeps its lease until it expires: replicas that have
+    // not yet seen the first rate stage must not send a second probe. A
+    // failed one frees it, so the next send probes; so does a lost one,
+    // whose breaker waits for health again, long after every replica has
+    // seen that.
+    if outcome != ProbeOutcome::Accepted
         && let Err(error) = shared
             .breakers
             .release_lease(number, PROBE_LEASE, &holder)

@@ -43,7 +43,7 @@ use crate::breaker::HealthVerdict;
 use crate::config;
 use crate::engine::{Breakers, HealthNote};
 use crate::metrics::HealthMetrics;
-use crate::upstream::{self, Target};
+use crate::upstream::{self, Target, error_chain};
 
 pub use self::read::{PollFailure, read, verdict};
 pub use self::schedule::{Outcome, Schedule};
@@ -431,15 +431,4 @@ struct Lease {
 
 fn lease_scope(scope: &str) -> String {
     format!("waba:{scope}")
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -31,7 +31,7 @@ use super::upstream::{Checkout, Dedicated, UpstreamClient, connect};
 use super::watchdog::Watch;
 use crate::graph::GraphError;
 use crate::metrics::{Metrics, Outcome};
-use crate::upstream::{Target, strip_hop_by_hop};
+use crate::upstream::{Target, error_chain, strip_hop_by_hop};
 
 /// Receives every Graph error seen in a send response, before that response
 /// is returned to the client, so that a breaker can act on the very next
@@ -536,16 +536,4 @@ fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
         source = e.source();
     }
     false
-}
-
-/// An error and its sources on one line, for logs.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

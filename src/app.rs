@@ -105,7 +105,8 @@ pub async fn run(
     // replica never mistakes its predecessor's lease for its own.
     let replica = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     // Tokens of successful sends are learned only when a poll could need
-    // them: no system-user token, and some number without a WABA token.
+    // them: health on and no system-user token ([[wabas]] tokens cover only
+    // the numbers of the WABAs they name).
     let learns_tokens = config.health.enabled && config.health.access_token.is_empty();
     let tokens = Arc::new(Tokens::default());
     let hook = GatewayHook {

@@ -181,7 +181,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// An error and its sources on one line, for logs: hyper's client errors
 /// say what failed only in their sources.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -109,40 +109,26 @@ struct Change {
     reason: String,
 }
 
-pub(super) async fn reset(
+/// `POST /admin/breakers/{id}/{action}`: `reset` (closed now), `trip`
+/// (held until an operator lets go) or `release` (start the ramp now).
+pub(super) async fn act(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    change(state, id, headers, body, |reason| OperatorAction::Reset {
-        reason,
-    })
-    .await
-}
-
-pub(super) async fn trip(
-    State(state): State<AdminState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    change(state, id, headers, body, |reason| OperatorAction::Trip {
-        reason,
-    })
-    .await
-}
-
-pub(super) async fn release(
-    State(state): State<AdminState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    change(state, id, headers, body, |reason| OperatorAction::Release {
-        reason,
-    })
-    .await
+    let action: fn(String) -> OperatorAction = match action.as_str() {
+        "reset" => |reason| OperatorAction::Reset { reason },
+        "trip" => |reason| OperatorAction::Trip { reason },
+        "release" => |reason| OperatorAction::Release { reason },
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no action {action:?}: reset, trip or release"),
+            );
+        }
+    };
+    change(state, id, headers, body, action).await
 }
 
 async fn change(

@@ -85,9 +85,7 @@ pub fn router(metrics: Metrics, readiness: Readiness, breakers: Breakers, token:
         .route("/readyz", get(readyz))
         .route("/admin/breakers", get(breakers::list))
         .route("/admin/breakers/{id}", get(breakers::show))
-        .route("/admin/breakers/{id}/reset", post(breakers::reset))
-        .route("/admin/breakers/{id}/trip", post(breakers::trip))
-        .route("/admin/breakers/{id}/release", post(breakers::release))
+        .route("/admin/breakers/{id}/{action}", post(breakers::act))
         .fallback(not_found)
         .with_state(AdminState {
             metrics,

@@ -337,7 +337,12 @@ impl Breakers {
     /// Feeds the outcome of a ramp's probe for `number`, through the same
     /// entry as every observation; the store write follows.
     pub fn probe(&self, number: &str, outcome: ProbeOutcome) {
-        let label = match (outcome, self.get(number).map(|b| b.state)) {
+        let state = self
+            .inner
+            .snapshot
+            .shared_if(number, |_| true)
+            .map(|b| b.state);
+        let label = match (outcome, state) {
             // The proxy's hook already fed the error; it re-opened the
             // breaker.
             (ProbeOutcome::Failed, Some(State::Open)) => "tripped",

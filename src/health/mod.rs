@@ -198,7 +198,7 @@ impl Poller {
             self.breakers.note_health(number, Some(note));
         }
         let waiting: HashSet<&str> = awaiting.iter().map(|(n, _)| n.as_str()).collect();
-        for gone in schedule.retain(|n| waiting.contains(n)) {
+        for gone in schedule.retain(now, |n| waiting.contains(n)) {
             self.breakers.note_health(&gone, None);
         }
         let scopes: HashSet<String> = schedule.scopes().into_iter().collect();

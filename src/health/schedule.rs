@@ -118,17 +118,18 @@ impl Schedule {
             });
     }
 
-    /// Stops tracking the numbers `keep` rejects; returns them.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    /// Stops tracking the numbers `keep` rejects at `now`; returns them. A
+    /// WABA's budget outlives its numbers while it still paces, so numbers
+    /// leaving and coming back cannot reset it.
+    pub fn retain(&mut self, now: Instant, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let gone: Vec<String> = self.entries.keys().filter(|n| !keep(n)).cloned().collect();
         for number in &gone {
             self.entries.remove(number);
         }
         let scopes: std::collections::HashSet<&str> =
             self.entries.values().map(|e| e.scope.as_str()).collect();
-        self.budgets.retain(|scope, budget| {
-            scopes.contains(scope.as_str()) || budget.next > Instant::now()
-        });
+        self.budgets
+            .retain(|scope, budget| scopes.contains(scope.as_str()) || budget.next > now);
         gone
     }
 

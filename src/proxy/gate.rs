@@ -107,6 +107,18 @@ impl GateLayer {
         self.refuse_for(breaker, retry_after)
     }
 
+    /// The refusal of a ramping number's send whose admission (`what`) the
+    /// store could not answer.
+    fn store_unanswered(
+        &self,
+        breaker: &Breaker,
+        what: &str,
+        error: &dyn std::fmt::Display,
+    ) -> Response<ProxyBody> {
+        warn!(phone_number_id = breaker.key.number(), %error, "{what} not answered by the store; send refused");
+        self.refuse_for(breaker, RETRY_FLOOR)
+    }
+
     /// The refusal of a send by `breaker`, asking to come back after
     /// `retry_after`.
     fn refuse_for(&self, breaker: &Breaker, retry_after: Duration) -> Response<ProxyBody> {
@@ -239,43 +251,34 @@ where
             return GatewayError::PayloadTooLarge(READ_BOUND as u64).into_response();
         }
     };
-    let refuse_with: Option<Arc<Breaker>> = match (&check, &buffered) {
-        // Mark-as-read is not a send: it passes an open breaker.
-        (Check::Refuse(_) | Check::Ramp(_), Buffered::Whole(bytes)) if is_mark_as_read(bytes) => {
-            None
-        }
-        (Check::Ramp(breaker), _) => {
-            let body = match buffered {
-                Buffered::Whole(bytes) => RequestBody::full(bytes),
-                Buffered::Partial(body) => body,
-            };
-            return ramp(inner, layer, Request::from_parts(parts, body), breaker).await;
-        }
-        (Check::Refuse(breaker), _) => Some(breaker.clone()),
-        (Check::AskRecipient, Buffered::Whole(bytes)) if !is_mark_as_read(bytes) => {
+    let decided = match (check, &buffered) {
+        // Mark-as-read is not a send: it passes whatever breaker there is.
+        (_, Buffered::Whole(bytes)) if is_mark_as_read(bytes) => Check::Pass,
+        (Check::AskRecipient, Buffered::Whole(bytes)) => {
             let number = route.number(parts.uri.path()).unwrap_or_default();
             let now = now();
             let class = TrafficClass::of_send(is_template(bytes));
             match layer.shared.breakers.check_class(number, class, now) {
-                Check::Refuse(breaker) => Some(breaker),
-                _ => match send_recipient(bytes)
-                    .map(|to| layer.shared.breakers.check_pair(number, to, now))
-                {
-                    Some(Check::Refuse(breaker)) => Some(breaker),
-                    _ => None,
-                },
+                refuse @ Check::Refuse(_) => refuse,
+                _ => send_recipient(bytes).map_or(Check::Pass, |to| {
+                    layer.shared.breakers.check_pair(number, to, now)
+                }),
             }
         }
-        _ => None,
+        (check, _) => check,
     };
-    if let Some(breaker) = refuse_with {
-        return layer.refuse(&breaker);
+    if let Check::Refuse(breaker) = &decided {
+        return layer.refuse(breaker);
     }
     let body = match buffered {
         Buffered::Whole(bytes) => RequestBody::full(bytes),
         Buffered::Partial(body) => body,
     };
-    forward(inner, Request::from_parts(parts, body)).await
+    let request = Request::from_parts(parts, body);
+    match decided {
+        Check::Ramp(breaker) => ramp(inner, layer, request, &breaker).await,
+        _ => forward(inner, request).await,
+    }
 }
 
 async fn forward<S>(mut inner: S, request: Request<RequestBody>) -> Response<ProxyBody>
@@ -315,10 +318,7 @@ where
     match shared.breakers.admit_ramp(number, rate).await {
         Ok(None) => forward(inner, request).await,
         Ok(Some(wait)) => layer.refuse_for(breaker, wait),
-        Err(error) => {
-            warn!(phone_number_id = number, %error, "ramp rate not answered by the store; send refused");
-            layer.refuse_for(breaker, RETRY_FLOOR)
-        }
+        Err(error) => layer.store_unanswered(breaker, "ramp rate", &error),
     }
 }
 
@@ -343,10 +343,7 @@ where
         Ok(true) => {}
         // Another send is the probe: its answer decides when more go.
         Ok(false) => return layer.refuse_for(breaker, RETRY_FLOOR),
-        Err(error) => {
-            warn!(phone_number_id = number, %error, "probe lease not answered by the store; send refused");
-            return layer.refuse_for(breaker, RETRY_FLOOR);
-        }
+        Err(error) => return layer.store_unanswered(breaker, "probe lease", &error),
     }
     info!(phone_number_id = number, "sending the ramp's probe");
     let response = forward(inner, request).await;

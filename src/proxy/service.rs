@@ -72,16 +72,6 @@ impl GraphErrorHook for () {
     fn graph_error(&self, _: &str, _: &GraphError, _: Option<&str>) {}
 }
 
-impl GraphErrorHook for crate::engine::Breakers {
-    fn graph_error(&self, phone_number_id: &str, error: &GraphError, recipient: Option<&str>) {
-        self.observe(phone_number_id, error, recipient);
-    }
-
-    fn wants_recipient(&self) -> bool {
-        self.has_pair_rules()
-    }
-}
-
 /// Settings the proxy service needs, taken from the configuration.
 #[derive(Clone, Debug)]
 pub struct ProxySettings {

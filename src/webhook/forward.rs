@@ -100,7 +100,7 @@ impl Forwarder {
             let response = match self.client.request(request).await {
                 Ok(response) => response,
                 Err(error) => {
-                    warn!(error = %chain(&error), "webhook forward failed");
+                    warn!(error = %crate::upstream::error_chain(&error), "webhook forward failed");
                     return Answer::Unreachable;
                 }
             };
@@ -129,17 +129,4 @@ impl Forwarder {
             .unwrap_or(Answer::TimedOut);
         (answer, started.elapsed())
     }
-}
-
-/// The error and its sources: the client's own message ("client error
-/// (Connect)") does not say what went wrong.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -15,6 +15,7 @@ use wagate::sim::{ErrorInjection, Health};
 const BODY: &str =
     r#"{"messaging_product":"whatsapp","to":"+15550001111","type":"text","text":{"body":"hi"}}"#;
 const WAIT: Duration = Duration::from_secs(20);
+const ADMIN_TOKEN: &str = "admin-secret";
 
 /// Short timings: a lock is polled within a fraction of a second.
 fn fast(c: &mut Config) {
@@ -78,17 +79,42 @@ async fn wait_view(
     what: &str,
     done: impl Fn(Option<&Value>) -> bool,
 ) -> Option<Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let seen = std::cell::RefCell::new(None);
+    let (seen_ref, done) = (&seen, &done);
+    wait_until_async(WAIT, what, move || async move {
         let view = breaker(gateway, number).await;
-        if done(view.as_ref()) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}: {view:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let held = done(view.as_ref());
+        *seen_ref.borrow_mut() = view;
+        held
+    })
+    .await;
+    seen.into_inner()
+}
+
+/// An operator's `action` on `number`'s breaker, with the admin token.
+async fn operate(gateway: &InProcess, number: &str, action: &str, reason: &str) -> u16 {
+    http()
+        .post(format!(
+            "http://{}/admin/breakers/{number}/{action}",
+            gateway.admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "reason": reason }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A scripted failure of the simulator's health answer.
+fn failing(code: i64, http_status: u16, body: Option<&str>) -> ErrorInjection {
+    ErrorInjection {
+        code,
+        http_status: Some(http_status),
+        times: None,
+        body: body.map(str::to_owned),
+        headers: Default::default(),
     }
 }
 
@@ -154,7 +180,9 @@ async fn a_lock_is_released_by_health_through_one_probe_and_the_ramp() {
     // breaker closes; what reaches the simulator follows each stage's rate.
     let mut stage_since: Vec<(u64, u64)> = Vec::new(); // (stage, first seen ms)
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
     let closed_at = loop {
+        pace.tick().await;
         assert!(Instant::now() < deadline, "the ramp ends");
         let view = breaker(&gateway, n).await;
         let now_ms = wagate::engine::now().0;
@@ -169,7 +197,6 @@ async fn a_lock_is_released_by_health_through_one_probe_and_the_ramp() {
             }
         }
         let _ = send(&gateway, n).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let stages: Vec<u64> = stage_since.iter().map(|(s, _)| *s).collect();
     assert_eq!(stages, [1, 2], "both rate stages, in order");
@@ -296,47 +323,11 @@ async fn poll_failures_neither_release_nor_trip_and_are_counted() {
     // Meta would say AVAILABLE, but every poll fails, one kind after the
     // other: nothing may move the breaker.
     sim.sim.unlock(n);
-    let failures: [(&str, ErrorInjection); 4] = [
-        (
-            "server_error",
-            ErrorInjection {
-                code: 1,
-                http_status: Some(500),
-                times: None,
-                body: None,
-                headers: Default::default(),
-            },
-        ),
-        (
-            "rate_limited",
-            ErrorInjection {
-                code: 80007,
-                http_status: Some(400),
-                times: None,
-                body: None,
-                headers: Default::default(),
-            },
-        ),
-        (
-            "auth",
-            ErrorInjection {
-                code: 190,
-                http_status: Some(401),
-                times: None,
-                body: None,
-                headers: Default::default(),
-            },
-        ),
-        (
-            "invalid",
-            ErrorInjection {
-                code: 100,
-                http_status: Some(200),
-                times: None,
-                body: Some("not json".to_owned()),
-                headers: Default::default(),
-            },
-        ),
+    let failures = [
+        ("server_error", failing(1, 500, None)),
+        ("rate_limited", failing(80007, 400, None)),
+        ("auth", failing(190, 401, None)),
+        ("invalid", failing(100, 200, Some("not json"))),
     ];
     for (label, injection) in failures {
         sim.sim.inject_health_error(n, Some(injection));
@@ -386,22 +377,12 @@ async fn held_numbers_are_never_released_and_no_token_says_why() {
     let sim = sim().await;
     let gateway = InProcess::start(sim.addr, |c| {
         fast(c);
-        c.admin.token = Secret::new("admin-secret");
+        c.admin.token = Secret::new(ADMIN_TOKEN);
     })
     .await;
     // Held by an operator: health AVAILABLE does nothing.
     let held = "300000000000004";
-    let answer = http()
-        .post(format!(
-            "http://{}/admin/breakers/{held}/trip",
-            gateway.admin
-        ))
-        .bearer_auth("admin-secret")
-        .json(&serde_json::json!({"reason": "maintenance"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(operate(&gateway, held, "trip", "maintenance").await, 200);
     // Tripped by a failed-status webhook's code before any send of its
     // own: no token was ever seen for it.
     let untaught = "300000000000005";
@@ -448,17 +429,7 @@ async fn held_numbers_are_never_released_and_no_token_says_why() {
     );
     assert_eq!(breaker(&gateway, held).await.unwrap()["state"], "held");
     // An operator's release starts its ramp.
-    let answer = http()
-        .post(format!(
-            "http://{}/admin/breakers/{held}/release",
-            gateway.admin
-        ))
-        .bearer_auth("admin-secret")
-        .json(&serde_json::json!({"reason": "done"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(operate(&gateway, held, "release", "done").await, 200);
     wait_state(&gateway, held, Some("ramping")).await;
     gateway.stop().await;
 }
@@ -537,7 +508,7 @@ async fn two_replicas_poll_one_at_a_time_hand_over_on_a_kill_and_share_the_ramp(
             ("WAGATE_HEALTH__ACCESS_TOKEN", token),
             ("WAGATE_BREAKER__MIN_OPEN", "300ms"),
             ("WAGATE_BREAKER__JITTER", "0"),
-            ("WAGATE_BREAKER__RAMP_STAGE", "4s"),
+            ("WAGATE_BREAKER__RAMP_STAGE", "10s"),
             ("WAGATE_HEALTH__INTERVAL", "100ms"),
             ("WAGATE_HEALTH__MAX_INTERVAL", "200ms"),
             ("WAGATE_HEALTH__LEASE_TTL", "1s"),
@@ -600,14 +571,15 @@ async fn two_replicas_poll_one_at_a_time_hand_over_on_a_kill_and_share_the_ramp(
     .await;
     let from = wagate::engine::now().0;
     let mut answered = [0usize; 2];
-    for i in 0..120 {
-        let response = send_to(&urls[i % 2], n).await;
-        if response.status() == 200 {
-            answered[i % 2] += 1;
+    let mut pace = tokio::time::interval(Duration::from_millis(25));
+    for _ in 0..120 {
+        pace.tick().await;
+        // Either replica at random, so neither is always the first to ask
+        // after a slot frees.
+        let which = usize::from(rand::random::<bool>());
+        if send_to(&urls[which], n).await.status() == 200 {
+            answered[which] += 1;
         }
-        // Uneven gaps, so neither replica is always the first after a slot
-        // frees.
-        tokio::time::sleep(Duration::from_millis(15 + (i as u64 * 7) % 23)).await;
     }
     let to = wagate::engine::now().0;
     let forwarded: Vec<u64> = sim
@@ -635,9 +607,22 @@ async fn two_replicas_poll_one_at_a_time_hand_over_on_a_kill_and_share_the_ramp(
         forwarded.len()
     );
     assert!(
-        answered.iter().all(|n| *n >= 1),
-        "both replicas admit some: {answered:?}"
+        answered.iter().sum::<usize>() == forwarded.len(),
+        "every admitted send reached the simulator: {answered:?}"
     );
+    // Each replica admits through the shared limiter when it asks alone.
+    for url in &urls {
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        let mut admitted = false;
+        for _ in 0..40 {
+            pace.tick().await;
+            if send_to(url, n).await.status() == 200 {
+                admitted = true;
+                break;
+            }
+        }
+        assert!(admitted, "{url} admits a send within two seconds at 1/s");
+    }
     drop(c);
     drop(survivor);
 }

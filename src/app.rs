@@ -265,11 +265,12 @@ impl proxy::GraphErrorHook for GatewayHook {
     fn send_succeeded(
         &self,
         phone_number_id: &str,
-        path_and_query: &str,
+        path_and_query: &http::uri::PathAndQuery,
         authorization: Option<&http::HeaderValue>,
     ) {
         if let Some(tokens) = &self.tokens {
-            tokens.learn(phone_number_id, path_and_query, authorization);
+            let (path, query) = (path_and_query.path(), path_and_query.query());
+            tokens.learn(phone_number_id, path, query, authorization);
         }
     }
 

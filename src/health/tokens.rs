@@ -30,24 +30,34 @@ pub struct Learned {
 /// Tokens learned from successful sends, per number.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    learned: RwLock<HashMap<Box<str>, Learned>>,
+    learned: RwLock<HashMap<Box<str>, Learned, foldhash::fast::RandomState>>,
+}
+
+/// The version segment that starts `path`, if it has one.
+fn version_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+    let segment = &rest[..end];
+    crate::graph::is_version(segment).then_some(segment)
 }
 
 impl Tokens {
     /// Remembers that a request for `number` with `authorization` (the
     /// `Authorization` header, or `None` when the token came in the
-    /// query) on `path_and_query` succeeded.
-    pub fn learn(&self, number: &str, path_and_query: &str, authorization: Option<&HeaderValue>) {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let version = path
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .filter(|segment| crate::graph::is_version(segment));
+    /// `access_token` query parameter) on `path` and `query` succeeded.
+    ///
+    /// Byte scans rather than `str` patterns, and foldhash rather than
+    /// SipHash: this runs for every successful send.
+    pub fn learn(
+        &self,
+        number: &str,
+        path: &str,
+        query: Option<&str>,
+        authorization: Option<&HeaderValue>,
+    ) {
+        let version = version_of(path);
         let from_query = || {
-            form_urlencoded::parse(query.as_bytes())
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .find(|(name, _)| name == "access_token")
                 .map(|(_, token)| token)
         };
@@ -106,17 +116,17 @@ mod tests {
     fn learns_the_header_or_the_query_token_and_the_version() {
         let tokens = Tokens::default();
         let header = HeaderValue::from_static("Bearer EAAG-one");
-        tokens.learn("1", "/v23.0/1/messages", Some(&header));
+        tokens.learn("1", "/v23.0/1/messages", None, Some(&header));
         let got = tokens.get("1").unwrap();
         assert_eq!(got.authorization, "Bearer EAAG-one");
         assert!(got.authorization.is_sensitive());
         assert_eq!(got.version.as_deref(), Some("v23.0"));
-        tokens.learn("1", "/1/messages?access_token=EAAG-two", None);
+        tokens.learn("1", "/1/messages", Some("access_token=EAAG-two"), None);
         let got = tokens.get("1").unwrap();
         assert_eq!(got.authorization, "Bearer EAAG-two");
         assert_eq!(got.version, None);
         assert!(format!("{got:?}").contains("Sensitive"), "{got:?}");
-        tokens.learn("2", "/v24.0/2/messages", None);
+        tokens.learn("2", "/v24.0/2/messages", None, None);
         assert!(tokens.get("2").is_none(), "no token, nothing learned");
     }
 }

@@ -54,7 +54,7 @@ pub trait GraphErrorHook: Send + Sync + 'static {
     fn send_succeeded(
         &self,
         _phone_number_id: &str,
-        _path_and_query: &str,
+        _path_and_query: &PathAndQuery,
         _authorization: Option<&HeaderValue>,
     ) {
     }
@@ -337,7 +337,7 @@ impl Shared {
                 {
                     shared
                         .hook
-                        .send_succeeded(number, path.as_str(), authorization.as_ref());
+                        .send_succeeded(number, &path, authorization.as_ref());
                 }
                 Ok(Response::from_parts(
                     parts,

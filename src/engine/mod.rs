@@ -311,6 +311,12 @@ impl Breakers {
             .unwrap_or_else(|_| Err(StoreError::Unavailable("breaker engine stopped".to_owned())))
     }
 
+    /// A counter that moves whenever the breakers may have changed; the
+    /// health poller lists [`Breakers::awaiting_health`] only when it moved.
+    pub fn generation(&self) -> u64 {
+        self.inner.snapshot.generation()
+    }
+
     /// The numbers whose breakers wait for a health poll: open, released by
     /// health, with the time `min_open` ends. Held breakers are not among
     /// them: only an operator lets those go.

@@ -24,6 +24,9 @@ pub(crate) struct Snapshot {
     inner: RwLock<Records>,
     /// `inner.records.len()`, readable without the lock.
     len: AtomicUsize,
+    /// Bumped whenever the records may change, so a reader that walks them
+    /// all (the health poller) can skip a walk when nothing moved.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 struct Records {
@@ -53,7 +56,14 @@ impl Snapshot {
                 metrics,
             }),
             len: AtomicUsize::new(0),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The count of write locks taken so far: unchanged means unchanged
+    /// records.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Whether any breaker is not closed.
@@ -289,7 +299,9 @@ impl Snapshot {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Records> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 }
 

@@ -130,9 +130,19 @@ impl Poller {
         let mut schedule = Schedule::new(s.interval, s.max_interval, s.waba_budget_per_hour);
         let mut leases: HashMap<String, Lease> = HashMap::new();
         let mut polls: JoinSet<Polled> = JoinSet::new();
+        let (mut tracked, mut next_walk) = (None, Instant::now());
         loop {
             let now = Instant::now();
-            poller.track(&mut schedule, &mut leases, now).await;
+            // Walking every open breaker costs in proportion to them: at
+            // most once per SCAN, and only when the engine's records moved
+            // since the last walk (each BLOCKED poll that brings new errors
+            // moves one).
+            let generation = poller.breakers.generation();
+            if tracked != Some(generation) && now >= next_walk {
+                tracked = Some(generation);
+                next_walk = now + SCAN;
+                poller.track(&mut schedule, &mut leases, now).await;
+            }
             for scope in schedule.scopes_due(now) {
                 poller.claim(&mut leases, &schedule, &scope, now).await;
             }
@@ -158,7 +168,7 @@ impl Poller {
                 });
             }
             let wake = schedule
-                .next_wake(now)
+                .next_wake()
                 .map_or(now + SCAN, |at| at.min(now + SCAN))
                 .max(now + Duration::from_millis(10));
             tokio::select! {
@@ -190,7 +200,7 @@ impl Poller {
                 Ok(Some(link)) => link.waba,
                 _ => NO_WABA.to_owned(),
             };
-            schedule.track(number, &scope, now + ready.since(wall));
+            schedule.track(number, &scope, now + ready.since(wall), now);
             let note = HealthNote {
                 next_poll: Some(wall.max(*ready)),
                 ..HealthNote::default()
@@ -201,10 +211,9 @@ impl Poller {
         for gone in schedule.retain(now, |n| waiting.contains(n)) {
             self.breakers.note_health(&gone, None);
         }
-        let scopes: HashSet<String> = schedule.scopes().into_iter().collect();
         let idle: Vec<String> = leases
             .keys()
-            .filter(|scope| !scopes.contains(*scope))
+            .filter(|scope| !schedule.tracks_scope(scope))
             .cloned()
             .collect();
         for scope in idle {
@@ -338,6 +347,12 @@ impl Poller {
             Err(failure) => (failure.label(), "none"),
         };
         self.metrics.poll(label, state);
+        // Released, reset or held while the poll was out: its answer no
+        // longer applies (a BLOCKED would re-open a number an operator
+        // just closed).
+        if !schedule.contains(number) {
+            return;
+        }
         let streak = self.settle(schedule, number, result.clone(), Instant::now());
         let releases = streak >= self.settings.required_available;
         let event = match result {

@@ -3,7 +3,7 @@
 //! bursts. Pure bookkeeping over `tokio::time::Instant`, so the schedule is
 //! tested on tokio's paused clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -64,6 +64,15 @@ impl Budget {
     }
 }
 
+/// One WABA: its waiting numbers in the order they fall due, how many it
+/// has in all (waiting or being polled), and its budget.
+#[derive(Debug)]
+struct Scope {
+    queue: BTreeSet<(Instant, String)>,
+    members: usize,
+    budget: Budget,
+}
+
 /// What a poll (or a poll that could not be made) did for its number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -76,14 +85,16 @@ pub enum Outcome {
     Resets,
 }
 
-/// Every tracked number and every WABA's budget.
+/// Every tracked number and every WABA's queue and budget. Picking the next
+/// poll looks at the head of each WABA's queue only, so its cost grows with
+/// the number of WABAs, not of numbers.
 #[derive(Debug)]
 pub struct Schedule {
     interval: Duration,
     max_interval: Duration,
     per_hour: u32,
     entries: HashMap<String, Entry>,
-    budgets: HashMap<String, Budget>,
+    scopes: HashMap<String, Scope>,
 }
 
 impl Schedule {
@@ -95,7 +106,7 @@ impl Schedule {
             max_interval,
             per_hour,
             entries: HashMap::new(),
-            budgets: HashMap::new(),
+            scopes: HashMap::new(),
         }
     }
 
@@ -105,17 +116,32 @@ impl Schedule {
     }
 
     /// Tracks `number` of WABA `scope`, first due at `due` (when its
-    /// `min_open` ends).
-    pub fn track(&mut self, number: &str, scope: &str, due: Instant) {
-        self.entries
-            .entry(number.to_owned())
-            .or_insert_with(|| Entry {
+    /// `min_open` ends); `now` starts a new WABA's budget.
+    pub fn track(&mut self, number: &str, scope: &str, due: Instant, now: Instant) {
+        if self.entries.contains_key(number) {
+            return;
+        }
+        self.entries.insert(
+            number.to_owned(),
+            Entry {
                 scope: scope.to_owned(),
                 due,
                 wait: self.interval,
                 streak: 0,
                 in_flight: false,
+            },
+        );
+        let per_hour = self.per_hour;
+        let scope = self
+            .scopes
+            .entry(scope.to_owned())
+            .or_insert_with(|| Scope {
+                queue: BTreeSet::new(),
+                members: 0,
+                budget: Budget::new(per_hour, now),
             });
+        scope.members += 1;
+        scope.queue.insert((due, number.to_owned()));
     }
 
     /// Stops tracking the numbers `keep` rejects at `now`; returns them. A
@@ -124,54 +150,49 @@ impl Schedule {
     pub fn retain(&mut self, now: Instant, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let gone: Vec<String> = self.entries.keys().filter(|n| !keep(n)).cloned().collect();
         for number in &gone {
-            self.entries.remove(number);
+            let Some(entry) = self.entries.remove(number) else {
+                continue;
+            };
+            if let Some(scope) = self.scopes.get_mut(&entry.scope) {
+                scope.members -= 1;
+                scope.queue.remove(&(entry.due, number.clone()));
+            }
         }
-        let scopes: std::collections::HashSet<&str> =
-            self.entries.values().map(|e| e.scope.as_str()).collect();
-        self.budgets
-            .retain(|scope, budget| scopes.contains(scope.as_str()) || budget.next > now);
+        self.scopes
+            .retain(|_, scope| scope.members > 0 || scope.budget.next > now);
         gone
     }
 
     /// The WABAs with a number due at `now`.
     pub fn scopes_due(&self, now: Instant) -> Vec<String> {
-        let mut scopes: Vec<String> = self
-            .entries
-            .values()
-            .filter(|e| !e.in_flight && e.due <= now)
-            .map(|e| e.scope.clone())
-            .collect();
-        scopes.sort();
-        scopes.dedup();
-        scopes
-    }
-
-    /// The numbers tracked in `scope`.
-    pub fn numbers_of(&self, scope: &str) -> Vec<String> {
-        self.entries
+        self.scopes
             .iter()
-            .filter(|(_, e)| e.scope == scope)
-            .map(|(n, _)| n.clone())
+            .filter(|(_, s)| s.queue.first().is_some_and(|(due, _)| *due <= now))
+            .map(|(scope, _)| scope.clone())
             .collect()
     }
 
-    /// The WABAs tracked at all.
-    pub fn scopes(&self) -> Vec<String> {
-        let mut scopes: Vec<String> = self.entries.values().map(|e| e.scope.clone()).collect();
-        scopes.sort();
-        scopes.dedup();
-        scopes
+    /// The numbers tracked in `scope` and not being polled.
+    pub fn numbers_of(&self, scope: &str) -> Vec<String> {
+        self.scopes.get(scope).map_or_else(Vec::new, |s| {
+            s.queue.iter().map(|(_, number)| number.clone()).collect()
+        })
+    }
+
+    /// Whether `scope` has any number tracked.
+    pub fn tracks_scope(&self, scope: &str) -> bool {
+        self.scopes.get(scope).is_some_and(|s| s.members > 0)
     }
 
     /// The most overdue number due at `now` in a WABA that `polls` (this
     /// replica holds its lease) and whose budget has room.
     pub fn next_due(&self, now: Instant, polls: impl Fn(&str) -> bool) -> Option<String> {
-        self.entries
+        self.scopes
             .iter()
-            .filter(|(_, e)| !e.in_flight && e.due <= now && polls(&e.scope))
-            .filter(|(_, e)| self.budgets.get(&e.scope).is_none_or(|b| b.allows(now)))
-            .min_by_key(|(number, e)| (e.due, number.as_str()))
-            .map(|(number, _)| number.clone())
+            .filter(|(scope, s)| s.budget.allows(now) && polls(scope))
+            .filter_map(|(_, s)| s.queue.first().filter(|(due, _)| *due <= now))
+            .min()
+            .map(|(_, number)| number.clone())
     }
 
     /// A poll of `number` starts at `now`: it spends its WABA's budget.
@@ -181,13 +202,12 @@ impl Schedule {
             return self.per_hour;
         };
         entry.in_flight = true;
-        let per_hour = self.per_hour;
-        let budget = self
-            .budgets
-            .entry(entry.scope.clone())
-            .or_insert_with(|| Budget::new(per_hour, now));
-        budget.spend(now);
-        budget.left(now)
+        let Some(scope) = self.scopes.get_mut(&entry.scope) else {
+            return self.per_hour;
+        };
+        scope.queue.remove(&(entry.due, number.to_owned()));
+        scope.budget.spend(now);
+        scope.budget.left(now)
     }
 
     /// The poll of `number` (or the attempt, when none could be made) ended
@@ -202,6 +222,9 @@ impl Schedule {
         jitter: f64,
     ) -> Option<(u32, Instant)> {
         let entry = self.entries.get_mut(number)?;
+        let scope = self.scopes.get_mut(&entry.scope)?;
+        // An attempt that never started (no token) is still queued.
+        scope.queue.remove(&(entry.due, number.to_owned()));
         entry.in_flight = false;
         match outcome {
             Outcome::Counts => {
@@ -216,19 +239,16 @@ impl Schedule {
         let spread = 1.0 + (jitter.clamp(0.0, 1.0) * 2.0 - 1.0) * 0.2;
         let wait = entry.wait.mul_f64(spread).min(self.max_interval);
         entry.due = now + wait;
+        scope.queue.insert((entry.due, number.to_owned()));
         Some((entry.streak, entry.due))
     }
 
-    /// When something next becomes due: the earliest number, or a WABA's
-    /// budget freeing up for one that is due already.
-    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
-        self.entries
+    /// When something next becomes due: the head of a WABA's queue, or its
+    /// budget freeing up when the head is due already.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.scopes
             .values()
-            .filter(|e| !e.in_flight)
-            .map(|e| {
-                let budget = self.budgets.get(&e.scope).map_or(now, |b| b.next);
-                e.due.max(budget)
-            })
+            .filter_map(|s| s.queue.first().map(|(due, _)| (*due).max(s.budget.next)))
             .min()
     }
 
@@ -265,7 +285,7 @@ mod tests {
                 schedule.done(&number, outcome, now, 0.5);
                 polls.push((now, number));
             }
-            let wake = schedule.next_wake(now).unwrap_or(end).min(end);
+            let wake = schedule.next_wake().unwrap_or(end).min(end);
             tokio::time::sleep_until(wake.max(now + Duration::from_millis(1))).await;
         }
         polls
@@ -276,7 +296,7 @@ mod tests {
         let mut schedule = Schedule::new(Duration::from_secs(30), Duration::from_secs(300), 200);
         let start = Instant::now();
         for number in numbers(50) {
-            schedule.track(&number, "waba-1", start);
+            schedule.track(&number, "waba-1", start, start);
         }
         let polls = drive(
             &mut schedule,
@@ -316,7 +336,7 @@ mod tests {
     async fn the_interval_backs_off_to_its_cap_and_resets_on_a_counting_poll() {
         let mut schedule = Schedule::new(Duration::from_secs(30), Duration::from_secs(300), 200);
         let now = Instant::now();
-        schedule.track("1", "-", now);
+        schedule.track("1", "-", now, now);
         let mut waits = Vec::new();
         for _ in 0..6 {
             schedule.start("1", now);
@@ -340,9 +360,9 @@ mod tests {
         let mut schedule = Schedule::new(Duration::from_secs(30), Duration::from_secs(300), 2);
         let now = Instant::now();
         for number in ["1", "2"] {
-            schedule.track(number, "-", now);
+            schedule.track(number, "-", now, now);
         }
-        schedule.track("3", "waba-9", now);
+        schedule.track("3", "waba-9", now, now);
         let first = schedule.next_due(now, |_| true).unwrap();
         assert_eq!(schedule.start(&first, now), 1);
         let second = schedule.next_due(now, |_| true).unwrap();
@@ -352,7 +372,7 @@ mod tests {
         );
         schedule.start(&second, now);
         assert_eq!(schedule.next_due(now, |_| true), None);
-        let wake = schedule.next_wake(now).unwrap();
+        let wake = schedule.next_wake().unwrap();
         assert_eq!(wake.duration_since(now), Duration::from_secs(1800));
         // Not this replica's lease: nothing is due for it.
         tokio::time::advance(Duration::from_secs(1800)).await;

@@ -143,7 +143,11 @@ impl Poller {
                 next_walk = now + SCAN;
                 poller.track(&mut schedule, &mut leases, now).await;
             }
-            for scope in schedule.scopes_due(now) {
+            // Every WABA with numbers keeps its lease renewed, due or not:
+            // between polls (up to health.max_interval) a lapsed lease
+            // would hand the WABA, and a budget of its own, to another
+            // replica.
+            for scope in schedule.scopes() {
                 poller.claim(&mut leases, &schedule, &scope, now).await;
             }
             let held: HashSet<String> = leases
@@ -167,9 +171,11 @@ impl Poller {
                     Polled { number, result }
                 });
             }
-            let wake = schedule
-                .next_wake()
-                .map_or(now + SCAN, |at| at.min(now + SCAN))
+            let renewal = leases.values().map(|lease| lease.check_at).min();
+            let wake = [schedule.next_wake(), renewal]
+                .into_iter()
+                .flatten()
+                .fold(now + SCAN, Instant::min)
                 .max(now + Duration::from_millis(10));
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}

@@ -163,11 +163,11 @@ impl Schedule {
         gone
     }
 
-    /// The WABAs with a number due at `now`.
-    pub fn scopes_due(&self, now: Instant) -> Vec<String> {
+    /// The WABAs with any number tracked.
+    pub fn scopes(&self) -> Vec<String> {
         self.scopes
             .iter()
-            .filter(|(_, s)| s.queue.first().is_some_and(|(due, _)| *due <= now))
+            .filter(|(_, s)| s.members > 0)
             .map(|(scope, _)| scope.clone())
             .collect()
     }

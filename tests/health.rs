@@ -280,6 +280,9 @@ async fn a_lost_probe_waits_again_and_a_lock_during_the_probe_trips_longer() {
     .await;
     let n = "300000000000002";
     lock(&gateway, &sim, n).await;
+    let first = breaker(&gateway, n).await.unwrap();
+    let first_wait = first["min_open_until_unix_ms"].as_u64().unwrap()
+        - first["since_unix_ms"].as_u64().unwrap();
 
     // The probe's answer never comes (past upstream.timeout): lost, back
     // to waiting for health, no trip counted.
@@ -311,6 +314,13 @@ async fn a_lost_probe_waits_again_and_a_lock_during_the_probe_trips_longer() {
     let view = wait_state(&gateway, n, Some("open")).await.unwrap();
     assert_eq!(view["trips"], 2);
     assert_eq!(view["cause_code"], 131031);
+    let second_wait =
+        view["min_open_until_unix_ms"].as_u64().unwrap() - view["since_unix_ms"].as_u64().unwrap();
+    assert_eq!(
+        (first_wait, second_wait),
+        (300, 600),
+        "min_open doubles on the re-trip (jitter off)"
+    );
     gateway.stop().await;
 }
 
@@ -369,6 +379,40 @@ async fn poll_failures_neither_release_nor_trip_and_are_counted() {
     // Once the answers come back, AVAILABLE releases it.
     sim.sim.set_latency(Some(n), Duration::ZERO);
     wait_state(&gateway, n, Some("ramping")).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_poll_that_cannot_reach_meta_neither_releases_nor_trips() {
+    let sim = sim().await;
+    let gateway = InProcess::start(sim.addr, fast).await;
+    let n = "300000000000009";
+    lock(&gateway, &sim, n).await;
+    // Meta would now say AVAILABLE, but it cannot be reached at all.
+    sim.sim.unlock(n);
+    sim.shutdown().await.unwrap();
+    let admin = gateway.admin;
+    wait_until_async(WAIT, "two polls fail on the network", || async move {
+        metric(
+            admin,
+            r#"wagate_health_polls_total{result="network",state="none"}"#,
+        )
+        .await
+            >= 2.0
+    })
+    .await;
+    let view = breaker(&gateway, n).await.unwrap();
+    assert_eq!(
+        (view["state"].as_str(), view["trips"].as_u64()),
+        (Some("open"), Some(1))
+    );
+    assert!(
+        view["health"]["last_result"]
+            .as_str()
+            .unwrap()
+            .contains("network"),
+        "{view}"
+    );
     gateway.stop().await;
 }
 

@@ -26,6 +26,9 @@ struct View {
     since: String,
     since_unix_ms: u64,
     trips: u32,
+    /// The earliest time health may start the ramp (grows with each re-trip).
+    min_open_until: String,
+    min_open_until_unix_ms: u64,
     fbtrace_id: Option<String>,
     wamid: Option<String>,
     details: Option<String>,
@@ -51,6 +54,8 @@ impl View {
             since: b.since.to_string(),
             since_unix_ms: b.since.0,
             trips: b.trips,
+            min_open_until: b.min_open_until.to_string(),
+            min_open_until_unix_ms: b.min_open_until.0,
             fbtrace_id: b.cause.fbtrace_id.clone(),
             wamid: b.cause.wamid.clone(),
             details: b.cause.details.clone(),

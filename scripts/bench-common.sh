@@ -181,6 +181,25 @@ print(f"{time.monotonic() - start:.1f}")
 PY
 }
 
+# hey_p99 <seconds> <url>: POSTs $work/body.json with a bearer token, as an
+# integration sends, at 1,000 req/s (10 connections x 100/s) for <seconds>;
+# prints "p99_ms slowest_ms". Every answer must be a 200.
+hey_p99() {
+  local out
+  out=$(timeout $(($1 + 60)) hey -z "${1}s" -t 5 -c 10 -q 100 -m POST -T application/json \
+    -H "Authorization: Bearer bench-token" -D "$work/body.json" "$2")
+  awk '
+    $1 == "Slowest:" {slowest = $2 * 1000}
+    $1 == "99%" && $2 == "in" {p99 = $3 * 1000}
+    /^ *\[[0-9]+\]/ && $1 != "[200]" {bad += $2}
+    /^Error distribution/ {errors = 1}
+    END {
+      if (p99 == "") {print "no latency in hey output" > "/dev/stderr"; exit 1}
+      if (bad || errors) {print "hey saw non-200 answers or errors" > "/dev/stderr"; exit 1}
+      printf "%.2f %.2f", p99, slowest
+    }' <<<"$out"
+}
+
 # post_lua <file> <body>: writes a wrk script that POSTs <body> as JSON
 # with a bearer token, as an integration sends.
 post_lua() {

@@ -101,21 +101,8 @@ rate() { # number -> sends/s at full speed; every answer must be a 200
     }' <<<"$out"
 }
 
-latency() { # -> "p99_ms slowest_ms" of a closed number at 1,000 req/s
-  local out
-  out=$(timeout $((seconds + 60)) hey -z "${seconds}s" -t 5 -c 10 -q 100 -m POST -T application/json \
-    -H "Authorization: Bearer bench-token" -D "$work/body.json" \
-    "http://127.0.0.1:$proxy_port/v21.0/$closed/messages")
-  awk '
-    $1 == "Slowest:" {slowest = $2 * 1000}
-    $1 == "99%" && $2 == "in" {p99 = $3 * 1000}
-    /^ *\[[0-9]+\]/ && $1 != "[200]" {bad += $2}
-    /^Error distribution/ {errors = 1}
-    END {
-      if (p99 == "") {print "no latency in hey output" > "/dev/stderr"; exit 1}
-      if (bad || errors) {print "hey saw non-200 answers or errors" > "/dev/stderr"; exit 1}
-      printf "%.2f %.2f", p99, slowest
-    }' <<<"$out"
+latency() { # seconds -> "p99_ms slowest_ms" of a closed number at 1,000 req/s
+  hey_p99 "$1" "http://127.0.0.1:$proxy_port/v21.0/$closed/messages"
 }
 
 redis_calls() { # [command] -> calls Redis has run so far (of that command)
@@ -237,7 +224,7 @@ for mode in off on; do
   [ "${open%.*}" -ge "$count" ] || { echo "poller $mode: $open numbers open, not $count" >&2; exit 1; }
   polls_before=$(metric 'wagate_health_polls_total{result="ok",state="blocked"}')
   start=$(date +%s.%N)
-  read -r p99[$mode] slowest[$mode] <<<"$(latency)"
+  read -r p99[$mode] slowest[$mode] <<<"$(latency "$seconds")"
   polled=$(python3 -c "print(f'{($(metric 'wagate_health_polls_total{result="ok",state="blocked"}') - $polls_before) / ($(date +%s.%N) - $start):.0f}')")
   echo "poller $mode: $count numbers open, $polled polls/s during the sends"
   kill "$gateway"

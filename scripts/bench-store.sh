@@ -63,20 +63,8 @@ xs = sorted(float(l) for l in open(sys.argv[1]) if l.strip())
 print(f"{statistics.median(xs):.2f} {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.2f}")' "$1"
 }
 
-latency() { # seconds -> "p99_ms slowest_ms"; every answer must be a 200
-  local out
-  out=$(timeout $(($1 + 60)) hey -z "${1}s" -t 5 -c 10 -q 100 -m POST -T application/json \
-    -D "$work/body.json" "http://127.0.0.1:$proxy_port/v21.0/200000000000001/messages")
-  awk '
-    $1 == "Slowest:" {slowest = $2 * 1000}
-    $1 == "99%" && $2 == "in" {p99 = $3 * 1000}
-    /^ *\[[0-9]+\]/ && $1 != "[200]" {bad += $2}
-    /^Error distribution/ {errors = 1}
-    END {
-      if (p99 == "") {print "no latency in hey output" > "/dev/stderr"; exit 1}
-      if (bad || errors) {print "hey saw non-200 answers or errors" > "/dev/stderr"; exit 1}
-      printf "%.2f %.2f", p99, slowest
-    }' <<<"$out"
+latency() { # seconds -> "p99_ms slowest_ms" of a closed number at 1,000 req/s
+  hey_p99 "$1" "http://127.0.0.1:$proxy_port/v21.0/200000000000001/messages"
 }
 
 resyncs() {

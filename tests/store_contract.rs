@@ -148,6 +148,30 @@ on_both_stores! {
     }
 }
 
+on_both_stores! {
+    /// Every applied write's audit line is in the combined trail too, newest
+    /// first across numbers; a write that lost its race adds none.
+    async fn the_combined_trail_holds_every_number_newest_first(backend: Backend) {
+        let store = backend.open().await;
+        let a1 = record("1001", "1001", 1, true, "{}");
+        let b1 = record("1002", "1002", 1, true, "{}");
+        let a2 = record("1001", "1001", 2, false, "{}");
+        for w in [write(0, &a1), write(0, &b1), write(1, &a2)] {
+            apply(store.as_ref(), w).await;
+        }
+        let lost = store
+            .compare_and_set(write(0, &record("1002", "1002", 1, true, "{\"x\":1}")))
+            .await
+            .expect("cas");
+        assert!(matches!(lost, CasOutcome::Conflict { .. }));
+        let lines = store.recent_audit(10).await.expect("recent audit");
+        let expected: Vec<String> = [&a2, &b1, &a1].iter().map(|r| write(0, r).audit).collect();
+        assert_eq!(lines, expected);
+        assert_eq!(store.recent_audit(2).await.expect("recent audit").len(), 2);
+        assert_eq!(store.audit("1001", 10).await.expect("audit").len(), 2);
+    }
+}
+
 /// A second handle on the backend while `first` stays open: another
 /// connection to Redis; the same handle for the embedded store, whose file
 /// one process opens once.

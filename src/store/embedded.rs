@@ -70,6 +70,8 @@ pub struct EmbeddedOptions {
     pub closed_retention: Duration,
     /// Audit lines kept per number, newest first. Default 100.
     pub audit_capacity: usize,
+    /// Audit lines kept of all numbers together. Default 1000.
+    pub all_audit_capacity: usize,
     /// The database's page cache. Default 8 MiB: reads past it come from the
     /// kernel's page cache, which does not count against the gateway's RSS.
     pub cache_bytes: usize,
@@ -80,10 +82,15 @@ impl Default for EmbeddedOptions {
         Self {
             closed_retention: Duration::from_secs(7 * 24 * 3600),
             audit_capacity: 100,
+            all_audit_capacity: 1000,
             cache_bytes: 8 << 20,
         }
     }
 }
+
+/// The key under which the audit table keeps every number's lines: no
+/// phone number id is empty.
+pub(crate) const ALL_NUMBERS: &str = "";
 
 /// A record and, once closed, when it closed (unix millis), which decides
 /// when it expires.
@@ -184,6 +191,26 @@ impl EmbeddedStore {
 
     /// Runs a read on the blocking pool: a read may touch the disk, and a
     /// full listing is O(n).
+    /// Up to `limit` lines of the trail kept under `number`, newest first.
+    fn audit_lines(
+        &self,
+        number: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read(move |db, path, _| {
+            let table = read_table(db, path, AUDIT)?;
+            let rows = table
+                .range((number.as_str(), 0)..=(number.as_str(), u64::MAX))
+                .map_err(|e| db_error(path, e))?;
+            let mut lines = Vec::new();
+            for row in rows.rev().take(limit) {
+                let (_, line) = row.map_err(|e| db_error(path, e))?;
+                lines.push(line.value().to_owned());
+            }
+            Ok(lines)
+        })
+    }
+
     fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Database, &Path, &EmbeddedOptions) -> Result<T, StoreError> + Send + 'static,
@@ -429,19 +456,11 @@ impl BreakerStore for EmbeddedStore {
         number: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
-        let number = number.to_owned();
-        self.read(move |db, path, _| {
-            let table = read_table(db, path, AUDIT)?;
-            let rows = table
-                .range((number.as_str(), 0)..=(number.as_str(), u64::MAX))
-                .map_err(|e| db_error(path, e))?;
-            let mut lines = Vec::new();
-            for row in rows.rev().take(limit) {
-                let (_, line) = row.map_err(|e| db_error(path, e))?;
-                lines.push(line.value().to_owned());
-            }
-            Ok(lines)
-        })
+        self.audit_lines(number.to_owned(), limit)
+    }
+
+    fn recent_audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.audit_lines(ALL_NUMBERS.to_owned(), limit)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

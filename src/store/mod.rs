@@ -307,6 +307,9 @@ pub trait BreakerStore: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
 
+    /// Up to `limit` audit lines of every number, newest first.
+    fn recent_audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
     /// A receiver of every change from now on.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
 

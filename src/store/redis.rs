@@ -9,6 +9,10 @@
 //!   [`RedisOptions::closed_ttl`];
 //! - `{prefix}:{<number>}:audit`: a stream of `line` entries, capped at about
 //!   [`RedisOptions::audit_max_len`];
+//! - `{prefix}:audit`: every number's audit lines in one stream, newest
+//!   last, capped at about [`RedisOptions::audit_max_len`] times ten; written
+//!   after the transition (a Cluster keeps it in another slot), so a line
+//!   may be missing from it if Redis fails between the two;
 //! - channel `{prefix}:changes`: every applied write, as the record's JSON.
 //!
 //! Every command is bounded by [`RedisOptions::command_timeout`], so callers
@@ -107,6 +111,10 @@ impl Keys {
 
     fn audit(&self, number: &str) -> String {
         format!("{}:{{{number}}}:audit", self.prefix)
+    }
+
+    fn all_audit(&self) -> String {
+        format!("{}:audit", self.prefix)
     }
 
     fn records_pattern(&self) -> String {
@@ -274,6 +282,7 @@ impl RedisStore {
             record,
             audit,
         } = write;
+        let audit = &audit;
         let event = serde_json::to_string(&record)
             .map_err(|e| StoreError::InvalidWrite(format!("record does not encode: {e}")))?;
         let options = &self.shared.options;
@@ -297,7 +306,30 @@ impl RedisStore {
         let mut conn = self.shared.conn.clone();
         let reply: Vec<Option<String>> =
             self.shared.run(invocation.invoke_async(&mut conn)).await?;
-        parse_outcome(&self.keys.record(&record.number, &record.id), reply)
+        let outcome = parse_outcome(&self.keys.record(&record.number, &record.id), reply)?;
+        if matches!(outcome, CasOutcome::Applied) {
+            // The transition stands whatever happens here: a missing line in
+            // the combined trail is logged, not an error of the write.
+            let cap = options.audit_max_len.saturating_mul(10);
+            let added: Result<String, StoreError> = self
+                .shared
+                .run(
+                    redis::cmd("XADD")
+                        .arg(self.keys.all_audit())
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(cap)
+                        .arg("*")
+                        .arg("line")
+                        .arg(audit)
+                        .query_async(&mut conn),
+                )
+                .await;
+            if let Err(e) = added {
+                tracing::warn!(error = %e, "audit line not added to the combined trail");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn active(&self) -> Result<Vec<StoredRecord>, StoreError> {
@@ -460,11 +492,10 @@ impl RedisStore {
             .collect()
     }
 
-    async fn audit_lines(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn audit_lines(&self, key: String, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let key = self.keys.audit(number);
         let mut conn = self.shared.conn.clone();
         let entries: Vec<(String, Vec<String>)> = self
             .shared
@@ -580,7 +611,11 @@ impl BreakerStore for RedisStore {
         number: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
-        self.audit_lines(number, limit).boxed()
+        self.audit_lines(self.keys.audit(number), limit).boxed()
+    }
+
+    fn recent_audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.audit_lines(self.keys.all_audit(), limit).boxed()
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

@@ -159,6 +159,13 @@ fn commit(shared: &Shared, batch: &[Job]) -> Result<Vec<CasOutcome>, StoreError>
                 shared.options.audit_capacity,
             )
             .map_err(|e| db_error(path, e))?;
+            append_audit(
+                &mut audit,
+                super::ALL_NUMBERS,
+                &write.audit,
+                shared.options.all_audit_capacity,
+            )
+            .map_err(|e| db_error(path, e))?;
             outcomes.push(CasOutcome::Applied);
         }
     }

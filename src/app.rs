@@ -196,13 +196,14 @@ pub async fn run(
         metrics.clone(),
         readiness.clone(),
         breakers.clone(),
-        config.admin.token.expose(),
+        config.admin.named_tokens(),
     );
     let admin_task = tokio::spawn(async move {
         let stopped = async {
             let _ = admin_stopped.await;
         };
-        axum::serve(listeners.admin, admin_router)
+        let service = admin_router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listeners.admin, service)
             .with_graceful_shutdown(stopped)
             .await
     });

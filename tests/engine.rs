@@ -227,9 +227,7 @@ async fn assert_reset_reaches_the_other_replica(
     store: &dyn BreakerStore,
     number: &str,
 ) {
-    let reset = OperatorAction::Reset {
-        reason: "appeal won".to_owned(),
-    };
+    let reset = OperatorAction::reset("appeal won");
     let outcome = a.engine.operator(number, reset).await.unwrap();
     let OperatorOutcome::Changed(record) = outcome else {
         panic!("reset of {number}: {outcome:?}");

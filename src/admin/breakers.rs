@@ -1,23 +1,28 @@
 //! `/admin/breakers`: read every breaker that is not closed, and reset,
-//! trip or release (start the ramp of) one by hand. Changes are recorded as transitions with source
-//! `operator` and need `Authorization: Bearer <admin.token>`.
+//! trip (hold) or release (start the ramp of) one by hand. Changes are
+//! recorded as transitions with source `operator` and the token's name, and
+//! need a bearer token.
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
-use super::AdminState;
-use crate::breaker::{Breaker, OperatorAction};
+use super::{AdminState, change, client_ip, error};
+use crate::breaker::{Breaker, OperatorAction, State as BreakerState};
 use crate::engine::{OperatorOutcome, now};
+
+/// Transitions shown with one breaker.
+const TRANSITIONS_SHOWN: usize = 10;
 
 /// One breaker as the admin API shows it.
 #[derive(Serialize)]
-struct View {
+pub(super) struct View {
     phone_number_id: String,
     key: String,
     state: &'static str,
@@ -41,10 +46,16 @@ struct View {
     ramp_stage: Option<u32>,
     /// The stage's sends per second, once past the probe.
     ramp_rate: Option<u32>,
+    /// When a timed hold ends.
+    held_until: Option<String>,
+    /// The number's WABA, when the store knows it.
+    waba: Option<String>,
+    /// Sends this replica refused for the number since it started.
+    refused_sends: u64,
 }
 
 impl View {
-    fn of(b: &Breaker) -> Self {
+    pub(super) fn of(b: &Breaker, state: &AdminState) -> Self {
         Self {
             phone_number_id: b.key.number().to_owned(),
             key: b.key.storage_id(),
@@ -68,23 +79,96 @@ impl View {
                 crate::breaker::Admission::PerSecond(rate) => Some(rate),
                 crate::breaker::Admission::Probe => None,
             }),
+            held_until: match (b.state, b.release) {
+                (BreakerState::Held, crate::breaker::Release::At(until)) => Some(until.to_string()),
+                _ => None,
+            },
+            waba: None,
+            refused_sends: state.breakers.refused_count(b.key.number()),
         }
     }
 }
 
-pub(super) async fn list(State(state): State<AdminState>) -> Response {
-    let breakers: Vec<View> = state.breakers.list().iter().map(View::of).collect();
-    Json(json!({ "breakers": breakers })).into_response()
+/// Views of `breakers`, each with its WABA from the store (unknown, null,
+/// when the store cannot say).
+pub(super) async fn views(state: &AdminState, breakers: &[Breaker]) -> Vec<View> {
+    let links = breakers
+        .iter()
+        .map(|b| state.breakers.link_of(b.key.number()));
+    let links = futures_util::future::join_all(links).await;
+    breakers
+        .iter()
+        .zip(links)
+        .map(|(b, link)| View {
+            waba: link.ok().flatten().map(|link| link.waba),
+            ..View::of(b, state)
+        })
+        .collect()
 }
 
+/// `GET /admin/breakers[?state=&waba=&cause=]`.
+pub(super) async fn list(
+    State(state): State<AdminState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(rejection) = change::check_query(&query, &["state", "waba", "cause"]) {
+        return rejection.into_response();
+    }
+    let wanted_state = match query.get("state").map(String::as_str) {
+        None => None,
+        Some(word @ ("open" | "held" | "ramping")) => Some(word.to_owned()),
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("state must be open, held or ramping, got {other:?}"),
+            );
+        }
+    };
+    let cause = match query.get("cause").map(|raw| (raw, raw.parse::<i64>())) {
+        None => None,
+        Some((_, Ok(code))) => Some(code),
+        Some((raw, Err(_))) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cause must be a Graph error code such as 131031, got {raw:?}"),
+            );
+        }
+    };
+    let mut breakers: Vec<Breaker> = state
+        .breakers
+        .list()
+        .into_iter()
+        .filter(|b| {
+            wanted_state
+                .as_deref()
+                .is_none_or(|s| b.state.as_str() == s)
+        })
+        .filter(|b| cause.is_none_or(|code| b.cause.code == code))
+        .collect();
+    breakers.sort_by(|a, b| {
+        b.since
+            .cmp(&a.since)
+            .then_with(|| a.key.storage_id().cmp(&b.key.storage_id()))
+    });
+    let mut views = views(&state, &breakers).await;
+    if let Some(waba) = query.get("waba") {
+        if let Err(rejection) = change::check_id(waba, "WABA") {
+            return rejection.into_response();
+        }
+        views.retain(|view| view.waba.as_deref() == Some(waba.as_str()));
+    }
+    Json(json!({ "breakers": views })).into_response()
+}
+
+/// `GET /admin/breakers/{id}`.
 pub(super) async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
-    if let Some(response) = invalid_id(&id) {
-        return response;
+    if let Err(rejection) = change::check_id(&id, "phone number") {
+        return rejection.into_response();
     }
     let Some(breaker) = state.breakers.get(&id) else {
         return not_found(&id);
     };
-    let mut view = json!(View::of(&breaker));
+    let mut view = json!(View::of(&breaker, &state));
     // The number's WABA and any WABA-level gate, from the store: shown as
     // unknown (null) when the store cannot say.
     let link = state.breakers.link_of(&id).await.ok().flatten();
@@ -104,79 +188,44 @@ pub(super) async fn show(State(state): State<AdminState>, Path(id): Path<String>
     // why the number is not polled (no token, another replica's lease).
     view["health"] = json!(state.breakers.health_note(&id));
     view["retry_after_seconds"] = json!(state.breakers.retry_after(&breaker, now()).as_secs());
+    view["transitions"] = match state.breakers.audit(&id, TRANSITIONS_SHOWN).await {
+        Ok(lines) => json!(super::audit::entries(&lines)),
+        Err(_) => serde_json::Value::Null,
+    };
     Json(view).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Change {
-    #[serde(default)]
-    reason: String,
-}
-
 /// `POST /admin/breakers/{id}/{action}`: `reset` (closed now), `trip`
-/// (held until an operator lets go) or `release` (start the ramp now).
+/// (held until an operator lets go, or for `ttl`) or `release` (start the
+/// ramp now).
 pub(super) async fn act(
     State(state): State<AdminState>,
     Path((id, action)): Path<(String, String)>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let action: fn(String) -> OperatorAction = match action.as_str() {
-        "reset" => |reason| OperatorAction::Reset { reason },
-        "trip" => |reason| OperatorAction::Trip { reason },
-        "release" => |reason| OperatorAction::Release { reason },
-        _ => {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!("no action {action:?}: reset, trip or release"),
-            );
-        }
-    };
-    change(state, id, headers, body, action).await
-}
-
-async fn change(
-    state: AdminState,
-    id: String,
-    headers: HeaderMap,
-    body: Bytes,
-    action: impl FnOnce(String) -> OperatorAction,
-) -> Response {
-    if let Some(response) = unauthorized(&state, &headers) {
-        return response;
+    if let Err(rejection) = change::known_action(&action) {
+        return rejection.into_response();
     }
-    if let Some(response) = invalid_id(&id) {
-        return response;
-    }
-    let change: Change = if body.iter().all(u8::is_ascii_whitespace) {
-        Change {
-            reason: String::new(),
-        }
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(change) => change,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("body must be JSON like {{\"reason\": \"...\"}}: {e}"),
-                );
-            }
-        }
+    let by = match state.auth.check(&headers, client_ip(&extensions)) {
+        Ok(name) => name,
+        Err(rejection) => return rejection.into_response(),
     };
-    let action = action(change.reason);
-    if matches!(action, OperatorAction::Reset { .. }) && state.breakers.get(&id).is_none() {
+    if let Err(rejection) = change::check_id(&id, "phone number") {
+        return rejection.into_response();
+    }
+    let action = match change::parse(&action, &body, by) {
+        Ok(action) => action,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if !matches!(action, OperatorAction::Trip { .. }) && state.breakers.get(&id).is_none() {
         return not_found(&id);
     }
     match state.breakers.operator(&id, action).await {
         Ok(outcome) => {
-            let (status, word) = match outcome {
-                OperatorOutcome::Changed(_) => (StatusCode::OK, "changed"),
-                OperatorOutcome::Unchanged => (StatusCode::OK, "unchanged"),
-                // Applied here; the store has it once it is reachable again.
-                OperatorOutcome::Pending => (StatusCode::ACCEPTED, "pending"),
-            };
-            let breaker = state.breakers.get(&id).map(|b| View::of(&b));
+            let (status, word) = outcome_word(&outcome);
+            let breaker = state.breakers.get(&id).map(|b| View::of(&b, &state));
             let closed = breaker.is_none();
             (
                 status,
@@ -191,41 +240,14 @@ async fn change(
     }
 }
 
-/// Changes need the configured bearer token, compared in constant time.
-/// Returns the rejection, if any.
-fn unauthorized(state: &AdminState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = state.token.as_deref() else {
-        return Some(error(
-            StatusCode::FORBIDDEN,
-            "admin changes are disabled: set admin.token (WAGATE_ADMIN__TOKEN) to enable them",
-        ));
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        None
-    } else {
-        let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        Some(response)
+/// The status and the word for what a change did.
+pub(super) fn outcome_word(outcome: &OperatorOutcome) -> (StatusCode, &'static str) {
+    match outcome {
+        OperatorOutcome::Changed(_) => (StatusCode::OK, "changed"),
+        OperatorOutcome::Unchanged => (StatusCode::OK, "unchanged"),
+        // Applied here; the store has it once it is reachable again.
+        OperatorOutcome::Pending => (StatusCode::ACCEPTED, "pending"),
     }
-}
-
-/// The rejection of an id that is not a phone number id, if it is not.
-fn invalid_id(id: &str) -> Option<Response> {
-    let valid = !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit());
-    (!valid).then(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "a phone number id is a string of digits",
-        )
-    })
 }
 
 fn not_found(id: &str) -> Response {
@@ -233,8 +255,4 @@ fn not_found(id: &str) -> Response {
         StatusCode::NOT_FOUND,
         &format!("no open, held or ramping breaker for phone number {id}"),
     )
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
 }

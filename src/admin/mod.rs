@@ -1,10 +1,15 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` and the breaker
-//! admin API (`/admin/breakers`).
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, the admin API
+//! (`/admin/breakers`, `/admin/wabas`, `/admin/audit`, described by
+//! `/admin/openapi.json`) and the status page at `/`.
 //!
 //! It listens on loopback by default because the admin API opens and closes
-//! breakers; changes also need the bearer token.
+//! breakers; changes also need a bearer token.
 
+mod audit;
+mod auth;
 mod breakers;
+mod change;
+mod wabas;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -72,26 +77,40 @@ struct AdminState {
     metrics: Metrics,
     readiness: Readiness,
     breakers: Breakers,
-    /// `admin.token`; `None` disables changes.
-    token: Option<std::sync::Arc<str>>,
+    auth: Arc<auth::Auth>,
 }
 
-/// The admin router. `token` empty disables the mutating endpoints.
-pub fn router(metrics: Metrics, readiness: Readiness, breakers: Breakers, token: &str) -> Router {
-    let token = (!token.is_empty()).then(|| std::sync::Arc::from(token));
+/// The admin router. `tokens` are the (name, token) pairs that may make
+/// changes (`admin.token` and `admin.tokens`); none disables changes.
+///
+/// Serve it with connect info (`into_make_service_with_connect_info::
+/// <SocketAddr>`), so failed attempts are limited per client; without it
+/// they are not limited.
+pub fn router(
+    metrics: Metrics,
+    readiness: Readiness,
+    breakers: Breakers,
+    tokens: Vec<(String, String)>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/admin/openapi.json", get(openapi))
         .route("/admin/breakers", get(breakers::list))
         .route("/admin/breakers/{id}", get(breakers::show))
         .route("/admin/breakers/{id}/{action}", post(breakers::act))
+        .route("/admin/wabas", get(wabas::list))
+        .route("/admin/wabas/{id}", get(wabas::show))
+        .route("/admin/wabas/{id}/{action}", post(wabas::act))
+        .route("/admin/audit", get(audit::list))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(AdminState {
             metrics,
             readiness,
             breakers,
-            token,
+            auth: Arc::new(auth::Auth::new(tokens)),
         })
         // Outermost first: a panic in a handler becomes a plain JSON 500;
         // the bearer token is marked sensitive for anything that prints
@@ -168,10 +187,73 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The OpenAPI 3.1 description of every endpoint of this listener.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 async fn not_found() -> Response {
-    (
+    error(
         StatusCode::NOT_FOUND,
-        axum::Json(json!({"error": "not found"})),
+        "not found: see /admin/openapi.json for the endpoints",
     )
-        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: see /admin/openapi.json for the endpoints",
+    )
+}
+
+/// A plain JSON error.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    Rejection::new(status, message).into_response()
+}
+
+/// A request refused with a plain JSON error: small, so checks can return
+/// it in a `Result`.
+pub(crate) struct Rejection {
+    status: StatusCode,
+    message: String,
+    /// Extra headers: `WWW-Authenticate`, `Retry-After`.
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
+}
+
+impl Rejection {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[must_use]
+    pub(crate) fn with_header(
+        mut self,
+        name: header::HeaderName,
+        value: header::HeaderValue,
+    ) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+/// The client's address, when the listener was served with connect info.
+fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
 }

@@ -125,8 +125,8 @@ pub enum HealthVerdict {
     Blocked(Vec<HealthError>),
 }
 
-/// What an operator asked for. The reason is recorded in the breaker and in
-/// the audit log.
+/// What an operator asked for. The reason and the operator's name are
+/// recorded in the breaker and in the audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperatorAction {
@@ -134,15 +134,70 @@ pub enum OperatorAction {
     Reset {
         /// Why, in the operator's words.
         reason: String,
+        /// Who: the name of the admin token used.
+        by: Option<String>,
     },
-    /// Hold the number: refuse its sends until an operator says otherwise.
+    /// Hold the number: refuse its sends until an operator says otherwise,
+    /// or until `ttl` has passed, when it closes.
     Trip {
         /// Why, in the operator's words.
         reason: String,
+        /// Who: the name of the admin token used.
+        by: Option<String>,
+        /// How long the hold lasts; `None` holds until an operator lets go.
+        ttl: Option<std::time::Duration>,
     },
     /// Start the ramp now, without waiting for health or `min_open`.
     Release {
         /// Why, in the operator's words.
         reason: String,
+        /// Who: the name of the admin token used.
+        by: Option<String>,
     },
+}
+
+impl OperatorAction {
+    /// A reset by no one in particular.
+    pub fn reset(reason: impl Into<String>) -> Self {
+        Self::Reset {
+            reason: reason.into(),
+            by: None,
+        }
+    }
+
+    /// A hold with no end, by no one in particular.
+    pub fn trip(reason: impl Into<String>) -> Self {
+        Self::Trip {
+            reason: reason.into(),
+            by: None,
+            ttl: None,
+        }
+    }
+
+    /// A release by no one in particular.
+    pub fn release(reason: impl Into<String>) -> Self {
+        Self::Release {
+            reason: reason.into(),
+            by: None,
+        }
+    }
+
+    /// The same action, done by `name`.
+    #[must_use]
+    pub fn by(mut self, name: impl Into<String>) -> Self {
+        let name = Some(name.into());
+        match &mut self {
+            Self::Reset { by, .. } | Self::Trip { by, .. } | Self::Release { by, .. } => *by = name,
+        }
+        self
+    }
+
+    /// Who did it, if known.
+    pub fn actor(&self) -> Option<&str> {
+        match self {
+            Self::Reset { by, .. } | Self::Trip { by, .. } | Self::Release { by, .. } => {
+                by.as_deref()
+            }
+        }
+    }
 }

@@ -204,17 +204,16 @@ impl Breaker {
     /// decides per send.
     pub fn refuses_sends(&self, now: UnixMillis) -> bool {
         match self.state {
-            State::Open => !self.is_expired(now),
-            State::Held => true,
+            State::Open | State::Held => !self.is_expired(now),
             State::Closed | State::Ramping => false,
         }
     }
 
-    /// Whether this is a cool-down or back-off whose time has passed: sends
-    /// flow again even before a tick removes the record.
+    /// Whether this is a cool-down, back-off or timed hold whose time has
+    /// passed: sends flow again even before a tick removes the record.
     pub fn is_expired(&self, now: UnixMillis) -> bool {
         match (self.state, self.release) {
-            (State::Open, Release::At(t)) => now >= t,
+            (State::Open | State::Held, Release::At(t)) => now >= t,
             _ => false,
         }
     }
@@ -225,13 +224,15 @@ impl Breaker {
     /// - open waiting for health: the time left of `min_open`, but at least
     ///   [`RETRY_FLOOR`], because after `min_open` release waits on a health
     ///   poll whose timing only the poller knows;
+    /// - held with a ttl: the time left, at most [`HELD_RETRY_AFTER`];
     /// - held: [`HELD_RETRY_AFTER`];
     /// - ramping and closed: zero.
     pub fn retry_after(&self, now: UnixMillis) -> Duration {
         match (self.state, self.release) {
             (State::Open, Release::At(t)) => t.since(now),
             (State::Open, Release::Health) => self.min_open_until.since(now).max(RETRY_FLOOR),
-            (State::Held, _) => HELD_RETRY_AFTER,
+            (State::Held, Release::At(t)) => t.since(now).min(HELD_RETRY_AFTER),
+            (State::Held, Release::Health) => HELD_RETRY_AFTER,
             (State::Closed | State::Ramping, _) => Duration::ZERO,
         }
     }

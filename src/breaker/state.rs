@@ -94,6 +94,8 @@ struct Change {
     wamid: Option<String>,
     trips: u32,
     reason: String,
+    /// The operator behind the change, when one is.
+    by: Option<String>,
 }
 
 impl Change {
@@ -106,6 +108,7 @@ impl Change {
             wamid: None,
             trips: next.trips,
             reason: next.reason.clone(),
+            by: None,
             next: Some(next),
         }
     }
@@ -119,6 +122,7 @@ impl Change {
             wamid: cause.wamid.clone(),
             trips: next.trips,
             reason,
+            by: None,
             next: Some(next),
         }
     }
@@ -133,6 +137,7 @@ impl Change {
             wamid: None,
             trips: b.trips,
             reason,
+            by: None,
         }
     }
 }
@@ -161,16 +166,29 @@ fn finish(change: Change, from: State, version: u64, ctx: &Ctx<'_>) -> Decision 
             at: ctx.now,
             trips: change.trips,
             reason: change.reason,
+            by: change.by,
         },
     }))
 }
 
-/// Ends a cool-down whose time has passed, whatever the event.
+/// Ends a cool-down or a timed hold whose time has passed, whatever the
+/// event.
 fn settle(b: &Breaker, ctx: &Ctx<'_>) -> Option<Change> {
     let Release::At(until) = b.release else {
         return None;
     };
-    if b.state != State::Open || ctx.now < until {
+    if ctx.now < until {
+        return None;
+    }
+    if b.state == State::Held {
+        // The operator chose the end: the hold's reason stays theirs.
+        return Some(Change::closed(
+            b,
+            Source::Clock,
+            "hold's ttl over".to_owned(),
+        ));
+    }
+    if b.state != State::Open {
         return None;
     }
     if let Some(ramp) = b.ramp {

@@ -57,4 +57,7 @@ pub struct TransitionRecord {
     pub trips: u32,
     /// What happened, in words.
     pub reason: String,
+    /// The admin token's name, for an operator's change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }

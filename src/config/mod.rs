@@ -293,8 +293,29 @@ impl Default for Store {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    /// Bearer token for admin changes. Empty: changes are disabled.
+    /// Bearer token for admin changes, recorded in the audit log as
+    /// `admin`. Empty, with `tokens` empty too: changes are disabled.
     pub token: Secret,
+    /// Named bearer tokens, `name:token` pairs separated by commas; the
+    /// audit log records the name of the token a change used.
+    pub tokens: Secret,
+}
+
+impl Admin {
+    /// Every configured token as (name, token): `token` as `admin`, then
+    /// `tokens` in order. Malformed entries are rejected by validation.
+    pub fn named_tokens(&self) -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        if !self.token.is_empty() {
+            all.push(("admin".to_owned(), self.token.expose().to_owned()));
+        }
+        for entry in self.tokens.expose().split(',').map(str::trim) {
+            if let Some((name, token)) = entry.split_once(':') {
+                all.push((name.trim().to_owned(), token.trim().to_owned()));
+            }
+        }
+        all
+    }
 }
 
 /// `[webhook]`

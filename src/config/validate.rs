@@ -80,6 +80,7 @@ impl Config {
             }
         }
         listen_addrs_differ(self.listen.proxy, self.listen.admin)?;
+        admin_tokens(&self.admin)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         positive("upstream.timeout", self.upstream.timeout)?;
         positive("server.drain_timeout", self.server.drain_timeout)?;
@@ -247,6 +248,53 @@ fn forward_url(url: &str) -> Result<(), String> {
     }
     if authority.host().is_empty() {
         return Err("must name a host".to_owned());
+    }
+    Ok(())
+}
+
+/// `admin.tokens` entries are `name:token` with a plain name and a token;
+/// names are unique (the audit log tells operators apart by them). Errors
+/// name the entry by position, never by its token.
+fn admin_tokens(admin: &super::Admin) -> Result<(), ConfigError> {
+    let raw = admin.tokens.expose();
+    let mut names: Vec<&str> = Vec::new();
+    if !admin.token.is_empty() {
+        names.push("admin");
+    }
+    for (i, entry) in raw.split(',').map(str::trim).enumerate() {
+        if raw.trim().is_empty() {
+            break;
+        }
+        let position = i + 1;
+        let Some((name, token)) = entry.split_once(':') else {
+            return Err(ConfigError::invalid(
+                "admin.tokens",
+                format!("entry {position} must be name:token"),
+            ));
+        };
+        let (name, token) = (name.trim(), token.trim());
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._-@".contains(c);
+        if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+            return Err(ConfigError::invalid(
+                "admin.tokens",
+                format!(
+                    "entry {position}: a name is 1 to 64 letters, digits or . _ - @, got {name:?}"
+                ),
+            ));
+        }
+        if token.is_empty() {
+            return Err(ConfigError::invalid(
+                "admin.tokens",
+                format!("entry {position} ({name}) has an empty token"),
+            ));
+        }
+        if names.contains(&name) {
+            return Err(ConfigError::invalid(
+                "admin.tokens",
+                format!("the name {name:?} is used twice"),
+            ));
+        }
+        names.push(name);
     }
     Ok(())
 }

@@ -494,6 +494,16 @@ impl Breakers {
     pub async fn audit(&self, number: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner.store.audit(number, limit).await
     }
+
+    /// The store's audit lines of every number, newest first.
+    pub async fn recent_audit(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.store.recent_audit(limit).await
+    }
+
+    /// Sends refused for `number` by this replica since it started.
+    pub fn refused_count(&self, number: &str) -> u64 {
+        self.inner.metrics.refused(number).get()
+    }
 }
 
 impl Inner {

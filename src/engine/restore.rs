@@ -124,5 +124,6 @@ fn restored_line(held: &Breaker) -> TransitionRecord {
         at: now(),
         trips: held.trips,
         reason: "written back: the store had lost this record".to_owned(),
+        by: None,
     }
 }

@@ -12,7 +12,8 @@ use tracing::{info, warn};
 
 use super::{Breakers, OperatorOutcome, now};
 use crate::breaker::{
-    BreakerKey, EventAction, EventRule, Observed, Restriction, Source, TrafficClass, UnixMillis,
+    BreakerKey, EventAction, EventRule, Observed, OperatorAction, Restriction, Source,
+    TrafficClass, UnixMillis,
 };
 use crate::store::{NumberLink, StoreError};
 
@@ -111,6 +112,20 @@ pub struct WabaGate {
     pub code: i64,
     /// When.
     pub since: UnixMillis,
+    /// Set when an operator held the WABA: numbers learned while the gate
+    /// stands are held with this reason instead of opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// When an operator's hold ends; the gate no longer applies after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<UnixMillis>,
+}
+
+impl WabaGate {
+    /// Whether the gate still applies at `now`.
+    pub fn stands(&self, now: UnixMillis) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
 }
 
 /// One account event as recorded.
@@ -135,10 +150,10 @@ impl Breakers {
         }
         info!(number = %number, waba = %waba, "number learned for its WABA");
         let record = self.waba_record(&waba).await?;
-        if let Some(gate) = &record.gate {
+        let now = now();
+        if let Some(gate) = record.gate.as_ref().filter(|gate| gate.stands(now)) {
             self.open_for_waba(&number, &waba, gate).await?;
         }
-        let now = now();
         for restriction in record.restrictions.iter().filter(|r| r.until > now) {
             self.restrict_and_store(&number, restriction.class, restriction.restriction(&waba))
                 .await?;
@@ -212,6 +227,8 @@ impl Breakers {
                     event: event.to_owned(),
                     code,
                     since: at,
+                    hold: None,
+                    until: None,
                 });
             }
             (EventAction::Lift, _) => record.gate = None,
@@ -252,12 +269,91 @@ impl Breakers {
         Ok(numbers.len())
     }
 
+    /// Applies an operator's action to `waba`: to every number known to
+    /// belong to it, and to its gate. A trip gates the WABA, so numbers
+    /// learned later are held too (until the `ttl`, if one is given); a reset
+    /// or a release lifts the gate, whatever set it. Returns what happened to
+    /// each number.
+    pub async fn waba_operator(
+        &self,
+        waba: &str,
+        action: OperatorAction,
+    ) -> Result<Vec<(String, Result<OperatorOutcome, StoreError>)>, StoreError> {
+        let mut record = self.waba_record(waba).await?;
+        let at = now();
+        let (word, event_action) = match &action {
+            OperatorAction::Trip { reason, ttl, .. } => {
+                record.gate = Some(WabaGate {
+                    event: "operator/HOLD".to_owned(),
+                    code: 0,
+                    since: at,
+                    hold: Some(reason.clone()),
+                    until: ttl.map(|ttl| at.saturating_add(ttl)),
+                });
+                ("HOLD", EventAction::Trip)
+            }
+            OperatorAction::Reset { .. } => {
+                record.gate = None;
+                ("RESET", EventAction::Lift)
+            }
+            OperatorAction::Release { .. } => {
+                record.gate = None;
+                ("RELEASE", EventAction::Lift)
+            }
+        };
+        let by = action.actor().unwrap_or("unknown");
+        record.events.push(WabaEvent {
+            event: format!("operator/{word}/{by}"),
+            action: event_action,
+            at,
+        });
+        let excess = record.events.len().saturating_sub(EVENTS_KEPT);
+        record.events.drain(..excess);
+        let body = serde_json::to_string(&record).unwrap_or_default();
+        self.inner.store.set_waba(waba, body).await?;
+        let numbers = self.inner.store.numbers_of(waba).await?;
+        warn!(
+            waba,
+            action = word,
+            by,
+            numbers = numbers.len(),
+            "operator action on a WABA"
+        );
+        let applying = numbers.iter().map(|link| {
+            let action = action.clone();
+            async move {
+                let outcome = self.operator(&link.number, action).await;
+                (link.number.clone(), outcome)
+            }
+        });
+        Ok(futures_util::future::join_all(applying).await)
+    }
+
+    /// Every number the store knows a WABA of.
+    pub async fn links(&self) -> Result<Vec<NumberLink>, StoreError> {
+        self.inner.store.links().await
+    }
+
+    /// The numbers known to belong to `waba`.
+    pub async fn numbers_of(&self, waba: &str) -> Result<Vec<NumberLink>, StoreError> {
+        self.inner.store.numbers_of(waba).await
+    }
+
     async fn open_for_waba(
         &self,
         number: &str,
         waba: &str,
         gate: &WabaGate,
     ) -> Result<OperatorOutcome, StoreError> {
+        if let Some(reason) = &gate.hold {
+            let ttl = gate.until.map(|until| until.since(now()));
+            let action = OperatorAction::Trip {
+                reason: reason.clone(),
+                by: None,
+                ttl,
+            };
+            return self.operator(number, action).await;
+        }
         let observed = Observed {
             code: gate.code,
             source: Source::Webhook,

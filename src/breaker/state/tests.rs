@@ -103,21 +103,15 @@ fn probe(ok: bool) -> Event {
 }
 
 fn reset() -> Event {
-    Event::Operator(OperatorAction::Reset {
-        reason: "appeal granted".to_owned(),
-    })
+    Event::Operator(OperatorAction::reset("appeal granted"))
 }
 
 fn hold(reason: &str) -> Event {
-    Event::Operator(OperatorAction::Trip {
-        reason: reason.to_owned(),
-    })
+    Event::Operator(OperatorAction::trip(reason))
 }
 
 fn release() -> Event {
-    Event::Operator(OperatorAction::Release {
-        reason: "verified in WhatsApp Manager".to_owned(),
-    })
+    Event::Operator(OperatorAction::release("verified in WhatsApp Manager"))
 }
 
 /// Opened by a 131031 at +0s; `min_open` ends at +300s.

@@ -37,13 +37,9 @@ fn arb_event() -> impl Strategy<Value = Event> {
     ];
     let reason = prop::sample::select(vec!["audit", "appeal"]).prop_map(str::to_owned);
     let operator = prop_oneof![
-        reason
-            .clone()
-            .prop_map(|reason| OperatorAction::Reset { reason }),
-        reason
-            .clone()
-            .prop_map(|reason| OperatorAction::Trip { reason }),
-        reason.prop_map(|reason| OperatorAction::Release { reason }),
+        reason.clone().prop_map(OperatorAction::reset),
+        reason.clone().prop_map(OperatorAction::trip),
+        reason.prop_map(OperatorAction::release),
     ];
     prop_oneof![
         4 => graph,

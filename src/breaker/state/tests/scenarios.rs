@@ -177,6 +177,46 @@ fn holding_a_lock_keeps_its_cause_and_trips() {
 }
 
 #[test]
+fn a_timed_hold_refuses_until_its_ttl_then_closes() {
+    let timed = Event::Operator(OperatorAction::Trip {
+        reason: "maintenance".to_owned(),
+        by: Some("alice".to_owned()),
+        ttl: Some(Duration::from_secs(600)),
+    });
+    let t = transition(open_lock().as_ref(), &number(), &timed, 60);
+    assert_eq!(t.record.by.as_deref(), Some("alice"));
+    let b = t.next.unwrap();
+    assert_eq!((b.state, b.cause.code), (State::Held, 131031));
+    assert!(b.refuses_sends(at(659)));
+    assert_eq!(b.retry_after(at(640)), Duration::from_secs(20));
+    assert_eq!(
+        b.retry_after(at(100)),
+        Duration::from_secs(60),
+        "at most a minute"
+    );
+    // Health does not release a hold, timed or not.
+    assert_eq!(
+        run(Some(&b), &number(), &available(), at(400)),
+        Decision::Unchanged
+    );
+    assert!(!b.refuses_sends(at(660)), "sends flow once the ttl is over");
+    let over = transition(Some(&b), &number(), &Event::Tick, 660);
+    assert_eq!((over.from, over.to), (State::Held, State::Closed));
+    assert_eq!(over.record.source, Source::Clock);
+    // The same hold with another end is a change; a hold with no end
+    // replaces a timed one.
+    let longer = Event::Operator(OperatorAction::Trip {
+        reason: "maintenance".to_owned(),
+        by: None,
+        ttl: Some(Duration::from_secs(1200)),
+    });
+    let t = transition(Some(&b), &number(), &longer, 60);
+    assert_eq!(t.next.unwrap().release, Release::At(at(1260)));
+    let t = transition(Some(&b), &number(), &hold("maintenance"), 70);
+    assert_eq!(t.next.unwrap().release, Release::Health);
+}
+
+#[test]
 fn ramping_admits_one_probe_first() {
     let b = probing().unwrap();
     assert_eq!(b.state, State::Ramping);

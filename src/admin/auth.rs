@@ -1,0 +1,146 @@
+//! Who may change breakers: bearer tokens, each with a name that the audit
+//! log records, and a per-client limit on failed attempts.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Rejection;
+
+/// Failed attempts a client may make in a burst, and how fast the allowance
+/// comes back: enough for an operator who mistyped, far too few to guess.
+const FAILURES_BURST: u32 = 5;
+const FAILURES_PER_MINUTE: u32 = 5;
+
+/// Clients tracked at most; past it, the oldest allowances are forgotten
+/// (`retain_recent`), which only ever lets a client try sooner.
+const CLIENTS_TRACKED: usize = 10_000;
+
+type Limiter = RateLimiter<
+    IpAddr,
+    governor::state::keyed::HashMapStateStore<IpAddr>,
+    DefaultClock,
+    governor::middleware::NoOpMiddleware,
+>;
+
+/// The admin API's tokens and the failed-attempt limiter.
+pub(super) struct Auth {
+    /// (name, SHA-256 of the token): comparing digests keeps the comparison
+    /// constant-time whatever the lengths.
+    tokens: Vec<(String, [u8; 32])>,
+    failures: Limiter,
+    /// Clients that used up their allowance, and until when they are refused
+    /// without their token even being looked at.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    clock: DefaultClock,
+}
+
+impl Auth {
+    /// `tokens` as (name, token); empty disables changes.
+    pub(super) fn new(tokens: Vec<(String, String)>) -> Self {
+        let quota =
+            Quota::per_minute(NonZeroU32::new(FAILURES_PER_MINUTE).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(FAILURES_BURST).unwrap_or(NonZeroU32::MIN));
+        Self {
+            tokens: tokens
+                .into_iter()
+                .map(|(name, token)| (name, Sha256::digest(token.as_bytes()).into()))
+                .collect(),
+            failures: RateLimiter::hashmap(quota),
+            blocked: Mutex::new(HashMap::new()),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// The name of the token `headers` carry, or the answer to give.
+    pub(super) fn check(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<String, Rejection> {
+        if self.tokens.is_empty() {
+            return Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                "admin changes are disabled: set admin.token or admin.tokens \
+                 (WAGATE_ADMIN__TOKEN, WAGATE_ADMIN__TOKENS) to enable them",
+            ));
+        }
+        if let Some(wait) = client.and_then(|ip| self.blocked_for(ip)) {
+            return Err(too_many(wait));
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|token| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
+        if let Some(presented) = presented {
+            // Every token is compared, so the time taken does not say which
+            // one matched.
+            let mut found = None;
+            for (name, digest) in &self.tokens {
+                if bool::from(presented.ct_eq(digest)) {
+                    found = Some(name);
+                }
+            }
+            if let Some(name) = found {
+                return Ok(name.clone());
+            }
+        }
+        if let Some(ip) = client
+            && let Err(not_until) = self.failures.check_key(&ip)
+        {
+            let wait = not_until.wait_time_from(self.clock.now());
+            self.block(ip, wait);
+            return Err(too_many(wait));
+        }
+        Err(
+            Rejection::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").with_header(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            ),
+        )
+    }
+
+    fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        let until = *blocked.get(&ip)?;
+        let now = Instant::now();
+        if now >= until {
+            blocked.remove(&ip);
+            return None;
+        }
+        Some(until - now)
+    }
+
+    fn block(&self, ip: IpAddr, wait: Duration) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if blocked.len() >= CLIENTS_TRACKED {
+            blocked.retain(|_, until| *until > now);
+        }
+        if blocked.len() < CLIENTS_TRACKED {
+            blocked.insert(ip, now + wait);
+        }
+        drop(blocked);
+        if self.failures.len() >= CLIENTS_TRACKED {
+            self.failures.retain_recent();
+        }
+    }
+}
+
+fn too_many(wait: Duration) -> Rejection {
+    let seconds = wait.as_secs().max(1);
+    Rejection::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed attempts from this client: try again in {seconds}s"),
+    )
+    .with_header(header::RETRY_AFTER, header::HeaderValue::from(seconds))
+}

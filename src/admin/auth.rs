@@ -81,6 +81,9 @@ impl Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|token| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
+        // Only a presented token counts as an attempt: a request with none
+        // is a mistake, not a guess.
+        let attempted = presented.is_some();
         if let Some(presented) = presented {
             // Every token is compared, so the time taken does not say which
             // one matched.
@@ -94,7 +97,8 @@ impl Auth {
                 return Ok(name.clone());
             }
         }
-        if let Some(ip) = client
+        if attempted
+            && let Some(ip) = client
             && let Err(not_until) = self.failures.check_key(&ip)
         {
             let wait = not_until.wait_time_from(self.clock.now());

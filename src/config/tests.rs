@@ -224,7 +224,34 @@ const REJECTED: &[(&str, &str)] = &[
         "webhook.forward_url",
     ),
     ("[admin]\ntoken = 12345", "admin.token"),
+    ("[admin]\ntokens = \"alice\"", "admin.tokens"),
+    ("[admin]\ntokens = \"alice:\"", "admin.tokens"),
+    ("[admin]\ntokens = \"a b:x\"", "admin.tokens"),
+    ("[admin]\ntokens = \"a:x,a:y\"", "admin.tokens"),
+    (
+        "[admin]\ntoken = \"t\"\ntokens = \"admin:x\"",
+        "admin.tokens",
+    ),
 ];
+
+#[test]
+fn admin_tokens_are_named_and_admin_token_is_admin() {
+    let c = parse("[admin]\ntoken = \"t0\"\ntokens = \"alice:t1, deploy-bot:t2\"").unwrap();
+    let names: Vec<(String, String)> = c.admin.named_tokens();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [("admin", "t0"), ("alice", "t1"), ("deploy-bot", "t2")]
+    );
+    // A rejected entry is named by position, never by its token.
+    let err = parse("[admin]\ntokens = \"alice:s3cr3t,bob\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("entry 2") && !err.contains("s3cr3t"), "{err}");
+}
 
 #[test]
 fn each_rejection_names_its_key() {

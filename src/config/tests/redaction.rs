@@ -7,7 +7,7 @@ use crate::config::{BaseUrl, Config, RedisUrl};
 #[test]
 fn secrets_never_show_in_debug_or_redacted_toml() {
     let c = Config::from_toml_str(
-        "[admin]\ntoken = \"tok-ADMIN-4242\"\n[webhook]\napp_secret = \"sec-APP-1717,sec-APP-2828\"\n",
+        "[admin]\ntoken = \"tok-ADMIN-4242\"\ntokens = \"alice:tok-ALICE-3131\"\n[webhook]\napp_secret = \"sec-APP-1717,sec-APP-2828\"\n",
         &env(&[
             ("WAGATE_WEBHOOK__VERIFY_TOKEN", "tok-VERIFY-5151"),
             ("WAGATE_HEALTH__ACCESS_TOKEN", "EAAG-HEALTH-6363"),
@@ -21,6 +21,7 @@ fn secrets_never_show_in_debug_or_redacted_toml() {
     for text in &shown {
         for secret in [
             "ADMIN-4242",
+            "ALICE-3131",
             "APP-1717",
             "APP-2828",
             "VERIFY-5151",

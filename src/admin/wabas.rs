@@ -15,9 +15,8 @@ use super::breakers::outcome_word;
 use super::{AdminState, change, client_ip, error};
 use crate::breaker::OperatorAction;
 use crate::engine::OperatorOutcome;
-use crate::store::StoreError;
 
-fn unavailable(e: &StoreError) -> Response {
+fn unavailable(e: &impl std::fmt::Display) -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("breaker store: {e}"),

@@ -29,11 +29,14 @@
 //! - [`metrics`]: every Prometheus metric, on an explicit registry.
 //! - [`telemetry`]: logging set-up.
 //! - [`sim`]: a Graph API simulator for tests, demos and load tests.
+//! - [`demo`]: `wagate demo`, the simulator and a gateway in process, told
+//!   step by step.
 
 pub mod admin;
 pub mod app;
 pub mod breaker;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod graph;
 pub mod health;

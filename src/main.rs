@@ -53,6 +53,8 @@ enum Command {
         #[arg(long)]
         no_record: bool,
     },
+    /// Show the breaker at work against the simulator, in process: no Meta account needed.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             print!("{}", config.to_redacted_toml());
         }),
         Command::Sim { listen, no_record } => sim(listen, !no_record),
+        Command::Demo => demo(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,6 +102,19 @@ fn sim(listen: SocketAddr, record: bool) -> Result<(), BoxError> {
         sim.serve(listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// The gateway logs warnings only, so the narration on stdout stays readable.
+fn demo() -> Result<(), BoxError> {
+    use std::io::IsTerminal;
+    let log = wagate::config::Log {
+        level: "warn".to_owned(),
+        ..Default::default()
+    };
+    wagate::telemetry::init(&log, std::io::stderr)?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    runtime(0)?.block_on(wagate::demo::run(std::io::stdout(), color))?;
+    Ok(())
 }
 
 /// One worker thread runs a current-thread runtime: no cross-thread wake-ups,

@@ -23,35 +23,35 @@ const TRANSITIONS_SHOWN: usize = 10;
 /// One breaker as the admin API shows it.
 #[derive(Serialize)]
 pub(super) struct View {
-    phone_number_id: String,
-    key: String,
-    state: &'static str,
-    cause_code: i64,
-    source: &'static str,
-    since: String,
-    since_unix_ms: u64,
-    trips: u32,
+    pub(super) phone_number_id: String,
+    pub(super) key: String,
+    pub(super) state: &'static str,
+    pub(super) cause_code: i64,
+    pub(super) source: &'static str,
+    pub(super) since: String,
+    pub(super) since_unix_ms: u64,
+    pub(super) trips: u32,
     /// The earliest time health may start the ramp (grows with each re-trip).
-    min_open_until: String,
-    min_open_until_unix_ms: u64,
-    fbtrace_id: Option<String>,
-    wamid: Option<String>,
-    details: Option<String>,
-    reason: String,
-    retry_after_seconds: u64,
-    version: u64,
+    pub(super) min_open_until: String,
+    pub(super) min_open_until_unix_ms: u64,
+    pub(super) fbtrace_id: Option<String>,
+    pub(super) wamid: Option<String>,
+    pub(super) details: Option<String>,
+    pub(super) reason: String,
+    pub(super) retry_after_seconds: u64,
+    pub(super) version: u64,
     /// Meta's errors from the last BLOCKED health poll.
-    health_errors: Vec<crate::breaker::HealthError>,
+    pub(super) health_errors: Vec<crate::breaker::HealthError>,
     /// The ramp stage (0: the probe) while ramping or paused.
-    ramp_stage: Option<u32>,
+    pub(super) ramp_stage: Option<u32>,
     /// The stage's sends per second, once past the probe.
-    ramp_rate: Option<u32>,
+    pub(super) ramp_rate: Option<u32>,
     /// When a timed hold ends.
-    held_until: Option<String>,
+    pub(super) held_until: Option<String>,
     /// The number's WABA, when the store knows it.
-    waba: Option<String>,
+    pub(super) waba: Option<String>,
     /// Sends this replica refused for the number since it started.
-    refused_sends: u64,
+    pub(super) refused_sends: u64,
 }
 
 impl View {
@@ -106,6 +106,15 @@ pub(super) async fn views(state: &AdminState, breakers: &[Breaker]) -> Vec<View>
         .collect()
 }
 
+/// Sorts `breakers` as the list shows them: the latest change first.
+pub(super) fn newest_first(breakers: &mut [Breaker]) {
+    breakers.sort_by(|a, b| {
+        b.since
+            .cmp(&a.since)
+            .then_with(|| a.key.storage_id().cmp(&b.key.storage_id()))
+    });
+}
+
 /// `GET /admin/breakers[?state=&waba=&cause=]`.
 pub(super) async fn list(
     State(state): State<AdminState>,
@@ -145,11 +154,7 @@ pub(super) async fn list(
         })
         .filter(|b| cause.is_none_or(|code| b.cause.code == code))
         .collect();
-    breakers.sort_by(|a, b| {
-        b.since
-            .cmp(&a.since)
-            .then_with(|| a.key.storage_id().cmp(&b.key.storage_id()))
-    });
+    newest_first(&mut breakers);
     let mut views = views(&state, &breakers).await;
     if let Some(waba) = query.get("waba") {
         if let Err(rejection) = change::check_id(waba, "WABA") {

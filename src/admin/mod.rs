@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod breakers;
 mod change;
+mod page;
 mod wabas;
 
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub fn router(
     tokens: Vec<(String, String)>,
 ) -> Router {
     Router::new()
+        .route("/", get(page::page))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

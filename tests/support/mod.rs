@@ -1,12 +1,14 @@
 //! Helpers shared by the integration tests: waiting for a condition with a
-//! deadline, unique names, real Redis servers ([`redis`]), and the contract
-//! every `BreakerStore` must meet ([`store_contract`]).
+//! deadline, unique names, real Redis servers ([`redis`]), a real headless
+//! browser ([`browser`]), and the contract every `BreakerStore` must meet
+//! ([`store_contract`]).
 //!
 //! Use it from a test file with `mod support;`.
 
 // Every test binary compiles this module privately and uses only part of it.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod gateway;
 
 use std::future::Future;

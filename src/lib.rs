@@ -29,10 +29,14 @@
 //! - [`metrics`]: every Prometheus metric, on an explicit registry.
 //! - [`telemetry`]: logging set-up.
 //! - [`sim`]: a Graph API simulator for tests, demos and load tests.
+//! - [`cli`]: the `wagate breakers`, `wabas` and `audit` commands, a client
+//!   of the admin API over HTTP; it uses nothing of ours but `config`'s
+//!   `Secret` and `upstream`'s error chain.
 
 pub mod admin;
 pub mod app;
 pub mod breaker;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod graph;

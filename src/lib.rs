@@ -31,10 +31,14 @@
 //! - [`sim`]: a Graph API simulator for tests, demos and load tests.
 //! - [`demo`]: `wagate demo`, the simulator and a gateway in process, told
 //!   step by step.
+//! - [`cli`]: the `wagate breakers`, `wabas` and `audit` commands, a client
+//!   of the admin API over HTTP; it uses nothing of ours but `config`'s
+//!   `Secret` and `upstream`'s error chain.
 
 pub mod admin;
 pub mod app;
 pub mod breaker;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod engine;

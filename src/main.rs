@@ -55,10 +55,24 @@ enum Command {
     },
     /// Show the breaker at work against the simulator, in process: no Meta account needed.
     Demo,
+    #[command(flatten)]
+    Admin(wagate::cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap exits 2 on a usage error, which the admin commands use for
+        // "not found"; a usage error is 1, like every other failure.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let env: HashMap<String, String> = std::env::vars().collect();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => load(&cli.serve, &env).and_then(serve),
@@ -67,6 +81,7 @@ fn main() -> ExitCode {
         }),
         Command::Sim { listen, no_record } => sim(listen, !no_record),
         Command::Demo => demo(),
+        Command::Admin(command) => return wagate::cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

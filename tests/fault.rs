@@ -221,14 +221,17 @@ async fn killing_redis_under_load_fails_static_and_recovers() {
         1.0,
         "B's trip cannot be stored yet"
     );
-    assert!(
+    // The write of B's trip fails in the background, within the command
+    // timeout: wait for it to be counted rather than race it.
+    wait_until_async(DEADLINE, "B's failed write is counted", || async {
         metric(
             admin,
-            r#"wagate_store_errors_total{operation="compare_and_set"}"#
+            r#"wagate_store_errors_total{operation="compare_and_set"}"#,
         )
         .await
             >= 1.0
-    );
+    })
+    .await;
     assert_eq!(readyz(admin).await, (StatusCode::OK, "degraded".to_owned()));
 
     // 5. Redis returns, empty (no persistence): the held-back trip of B is

@@ -16,6 +16,10 @@ use crate::breaker::{BreakerKey, State, TransitionRecord};
 use crate::graph::Refused;
 use crate::proxy::RouteKind;
 
+mod last_send;
+
+pub use last_send::{LastSends, MAX_SEND_NUMBERS};
+
 /// How a proxied request ended, from the gateway's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

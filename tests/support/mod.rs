@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod gateway;
+pub mod prometheus;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -12,7 +12,7 @@ use crate::breaker::{EventRules, Rules};
 use crate::config::Config;
 use crate::engine::{Breakers, Timing};
 use crate::health::{Poller, Tokens};
-use crate::metrics::{BreakerMetrics, HealthMetrics, Metrics, WebhookMetrics};
+use crate::metrics::{BreakerMetrics, HealthMetrics, LastSends, Metrics, WebhookMetrics};
 use crate::proxy::{self, GateLayer, InFlightLimit, Proxy, ProxySettings, SendCaps};
 use crate::store::NumberLink;
 use crate::upstream::{self, Target};
@@ -109,9 +109,12 @@ pub async fn run(
     // the numbers of the WABAs they name).
     let learns_tokens = config.health.enabled && config.health.access_token.is_empty();
     let tokens = Arc::new(Tokens::default());
+    let last_sends = LastSends::new()?;
+    registry.register(Box::new(last_sends.clone()))?;
     let hook = GatewayHook {
         breakers: breakers.clone(),
         tokens: learns_tokens.then(|| tokens.clone()),
+        last_sends,
     };
     let in_flight = InFlightLimit::new(config.limits.max_in_flight, metrics.in_flight().clone());
     let proxy = Proxy::new(
@@ -242,11 +245,13 @@ pub async fn run(
 const PROBE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the proxy tells about the sends it forwarded: Meta's errors to the
-/// engine, and, when the health poller may need them, the tokens of
-/// successful sends.
+/// engine; the time of each number's last successful send to its metric;
+/// and, when the health poller may need them, the tokens of successful
+/// sends.
 struct GatewayHook {
     breakers: Breakers,
     tokens: Option<Arc<Tokens>>,
+    last_sends: LastSends,
 }
 
 impl proxy::GraphErrorHook for GatewayHook {
@@ -269,6 +274,7 @@ impl proxy::GraphErrorHook for GatewayHook {
         path_and_query: &http::uri::PathAndQuery,
         authorization: Option<&http::HeaderValue>,
     ) {
+        self.last_sends.record(phone_number_id);
         if let Some(tokens) = &self.tokens {
             let (path, query) = (path_and_query.path(), path_and_query.query());
             tokens.learn(phone_number_id, path, query, authorization);

@@ -13,7 +13,12 @@ use prometheus::{
 };
 
 use crate::breaker::{BreakerKey, State, TransitionRecord};
+use crate::graph::Refused;
 use crate::proxy::RouteKind;
+
+mod last_send;
+
+pub use last_send::{LastSends, MAX_SEND_NUMBERS};
 
 /// How a proxied request ended, from the gateway's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +175,18 @@ impl Metrics {
 /// tens of thousands (`wagate_breakers` counts them all).
 pub const DEFAULT_NUMBER_SERIES: usize = 1_000;
 
+/// The `operation` values of `wagate_store_errors_total`, exported at 0
+/// from the start so that a rate sees the first failure and an alert can
+/// compare replicas.
+pub const STORE_OPERATIONS: [&str; 6] = [
+    "compare_and_set",
+    "get",
+    "list_active",
+    "take_lease",
+    "release_lease",
+    "admit",
+];
+
 /// The metrics of the breaker engine and the gate.
 #[derive(Clone)]
 pub struct BreakerMetrics {
@@ -246,6 +263,9 @@ impl BreakerMetrics {
         registry.register(Box::new(probes.clone()))?;
         for outcome in ["accepted", "failed", "lost", "tripped"] {
             probes.with_label_values(&[outcome]);
+        }
+        for operation in STORE_OPERATIONS {
+            store_errors.with_label_values(&[operation]);
         }
         for s in [State::Open, State::Held, State::Ramping] {
             for kind in ["number", "pair", "class"] {
@@ -435,6 +455,20 @@ pub const WEBHOOK_FIELDS: [&str; 6] = [
     "security",
 ];
 
+/// The `outcome` values of `wagate_webhook_deliveries_total`.
+pub const DELIVERY_OUTCOMES: [&str; 10] = [
+    "forwarded",
+    "answered",
+    "observed",
+    "verified",
+    "bad_signature",
+    "too_large",
+    "read_timeout",
+    "bad_gateway",
+    "timeout",
+    "bad_request",
+];
+
 /// The metrics of the webhook routes.
 #[derive(Clone)]
 pub struct WebhookMetrics {
@@ -505,6 +539,23 @@ impl WebhookMetrics {
         registry.register(Box::new(forward_responses.clone()))?;
         registry.register(Box::new(unknown.clone()))?;
         registry.register(Box::new(duplicates.clone()))?;
+        // Closed label sets start at 0, so that a rate sees the first
+        // failure rather than a series appearing at 1.
+        for outcome in DELIVERY_OUTCOMES {
+            deliveries.with_label_values(&[outcome]);
+        }
+        for reason in [Refused::Missing, Refused::Malformed, Refused::Mismatch] {
+            signature_failures.with_label_values(&[reason.as_str()]);
+        }
+        for status in ["2xx", "3xx", "4xx", "5xx", "error", "timeout"] {
+            forward_responses.with_label_values(&[status]);
+        }
+        for field in WEBHOOK_FIELDS.into_iter().chain(["other"]) {
+            changes.with_label_values(&[field]);
+        }
+        for kind in ["field", "event", "malformed"] {
+            unknown.with_label_values(&[kind]);
+        }
         Ok(Self {
             deliveries,
             changes,

@@ -48,9 +48,10 @@ pub trait GraphErrorHook: Send + Sync + 'static {
         false
     }
 
-    /// Called for a send that Meta answered with a 2xx, with the request's
-    /// path and query and its `Authorization` header, when
-    /// [`wants_tokens`](Self::wants_tokens).
+    /// Called for every send that Meta answered with a 2xx, with the
+    /// request's path and query and, when
+    /// [`wants_tokens`](Self::wants_tokens), its `Authorization` header.
+    /// On the path of every successful send: it must not allocate or wait.
     fn send_succeeded(
         &self,
         _phone_number_id: &str,
@@ -333,7 +334,6 @@ impl Shared {
             send_path => {
                 if let Some(path) = send_path.filter(|_| parts.status.is_success())
                     && let Some(number) = route.number(path.path())
-                    && shared.hook.wants_tokens()
                 {
                     shared
                         .hook

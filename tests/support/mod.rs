@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod gateway;
+pub mod prometheus;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};

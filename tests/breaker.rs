@@ -449,6 +449,9 @@ async fn a_closed_number_sends_no_redis_commands() {
     let url = redis.url();
     let gateway = InProcess::start(sim.addr, |c| {
         c.store.redis_url = wagate::config::RedisUrl::new(url.clone());
+        // The poller's leases and polls of the open number are background
+        // work whose count grows with the test's length, not the sends'.
+        c.health.enabled = false;
     })
     .await;
     // One open breaker elsewhere, so the gate really looks the numbers up.

@@ -24,10 +24,9 @@ if ! command -v promtool >/dev/null 2>&1; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-  echo "installing $k8s_validate from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check "$k8s_validate"
-fi
+# shellcheck source=scripts/pytools.sh
+. scripts/pytools.sh
+pytool kubernetes-validate "$k8s_validate"
 
 echo "== promtool check rules"
 promtool check rules deploy/prometheus/alerts.yml

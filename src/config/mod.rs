@@ -278,6 +278,13 @@ pub struct Store {
     pub redis_url: RedisUrl,
     /// The embedded store's file.
     pub path: PathBuf,
+    /// PEM file of the CA that signed Redis's certificate, for `rediss://`
+    /// (and Sentinel masters reached over TLS). Empty: the system's roots.
+    pub tls_ca_file: PathBuf,
+    /// PEM client certificate for mutual TLS with Redis; with `tls_key_file`.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 impl Default for Store {
@@ -285,6 +292,9 @@ impl Default for Store {
         Self {
             redis_url: RedisUrl::default(),
             path: PathBuf::from("wagate-breakers.db"),
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
         }
     }
 }

@@ -111,8 +111,23 @@ impl Config {
                 format!("not a tracing filter (e.g. `info` or `wagate=debug,info`): {e}"),
             ));
         }
-        for url in self.store.redis_url.urls() {
+        let urls = self.store.redis_url.urls();
+        let sentinels = urls.iter().filter(|url| is_sentinel_url(url)).count();
+        if sentinels > 0 && sentinels < urls.len() {
+            return Err(ConfigError::invalid(
+                "store.redis_url",
+                "either every URL is a redis+sentinel:// Sentinel or none is",
+            ));
+        }
+        for url in urls {
             redis_url(url).map_err(|reason| ConfigError::invalid("store.redis_url", reason))?;
+        }
+        let store = &self.store;
+        if store.tls_cert_file.as_os_str().is_empty() != store.tls_key_file.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "store.tls_key_file",
+                "store.tls_cert_file and store.tls_key_file go together, for mutual TLS",
+            ));
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
@@ -187,12 +202,36 @@ fn listen_addrs_differ(proxy: SocketAddr, admin: SocketAddr) -> Result<(), Confi
     Ok(())
 }
 
+fn is_sentinel_url(url: &str) -> bool {
+    url.get(..17)
+        .is_some_and(|s| s.eq_ignore_ascii_case("redis+sentinel://"))
+}
+
 /// One `redis://` or `rediss://` URL with a host and an optional database
-/// number. Reasons quote the URL only in redacted form.
+/// number, or a `redis+sentinel://` URL with a host and `/<master>[/<db>]`.
+/// Reasons quote the URL only in redacted form.
 fn redis_url(url: &str) -> Result<(), String> {
     let shown = redact_url(url);
     if url.is_empty() {
         return Err("empty url in the comma-separated list".to_owned());
+    }
+    if is_sentinel_url(url) {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("`{shown}` is not a url: {e}"))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("`{shown}` must name a Sentinel's host"));
+        }
+        let mut path = uri.path().trim_start_matches('/').split('/');
+        let master = path.next().unwrap_or_default();
+        let db = path.next();
+        let db_ok = db.is_none_or(|db| !db.is_empty() && db.bytes().all(|b| b.is_ascii_digit()));
+        if master.is_empty() || !db_ok || path.next().is_some() {
+            return Err(format!(
+                "`{shown}` must be redis+sentinel://host:port/<master>[/<db>]"
+            ));
+        }
+        return Ok(());
     }
     let uri: Uri = url
         .parse()
@@ -201,7 +240,9 @@ fn redis_url(url: &str) -> Result<(), String> {
         .scheme_str()
         .is_some_and(|s| s.eq_ignore_ascii_case("redis") || s.eq_ignore_ascii_case("rediss"));
     if !scheme_ok {
-        return Err(format!("`{shown}` must start with redis:// or rediss://"));
+        return Err(format!(
+            "`{shown}` must start with redis://, rediss:// or redis+sentinel://"
+        ));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{shown}` must name a host"));

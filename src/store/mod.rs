@@ -332,9 +332,43 @@ pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn BreakerStore>
         .filter(|url| !url.is_empty())
         .map(str::to_owned)
         .collect();
-    Ok(Arc::new(
-        RedisStore::connect(&urls, RedisOptions::default()).await?,
-    ))
+    let options = RedisOptions {
+        tls: tls_certificates(config)?,
+        ..RedisOptions::default()
+    };
+    Ok(Arc::new(RedisStore::connect(&urls, options).await?))
+}
+
+/// The certificates `store.tls_*_file` name, read now so a missing file
+/// stops start-up naming the key.
+fn tls_certificates(
+    config: &crate::config::Store,
+) -> Result<Option<::redis::TlsCertificates>, StoreError> {
+    let read = |key: &str, path: &std::path::Path| -> Result<Option<Vec<u8>>, StoreError> {
+        if path.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        std::fs::read(path)
+            .map(Some)
+            .map_err(|e| StoreError::Config(format!("{key} {}: {e}", path.display())))
+    };
+    let root_cert = read("store.tls_ca_file", &config.tls_ca_file)?;
+    let cert = read("store.tls_cert_file", &config.tls_cert_file)?;
+    let key = read("store.tls_key_file", &config.tls_key_file)?;
+    let client_tls = match (cert, key) {
+        (Some(client_cert), Some(client_key)) => Some(::redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(::redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 #[cfg(test)]

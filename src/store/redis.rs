@@ -35,10 +35,12 @@ use super::{
 
 mod conn;
 mod reply;
+mod sentinel;
 mod subscriber;
 
 use conn::Conn;
 use reply::{parse_outcome, parse_record};
+use subscriber::Nodes;
 use subscriber::{Health, SubscriberGuard};
 
 /// Tuning of the Redis store.
@@ -62,6 +64,9 @@ pub struct RedisOptions {
     /// pinged, so a silently dead link and `is_healthy` are noticed while
     /// idle. Default 2s.
     pub keepalive: Duration,
+    /// The CA (and, for mutual TLS, the client certificate and key) for
+    /// `rediss://` URLs; `None` trusts the system's roots.
+    pub tls: Option<redis::TlsCertificates>,
 }
 
 impl Default for RedisOptions {
@@ -73,6 +78,7 @@ impl Default for RedisOptions {
             audit_max_len: 1000,
             command_timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -182,6 +188,15 @@ impl Shared {
     }
 }
 
+/// A client of `url`: with `tls`'s CA (and client certificate) when the URL
+/// is `rediss://` and they are set.
+fn open_client(url: &str, tls: Option<&redis::TlsCertificates>) -> Result<Client, RedisError> {
+    match tls {
+        Some(certs) if url.starts_with("rediss://") => Client::build_with_tls(url, certs.clone()),
+        _ => Client::open(url),
+    }
+}
+
 /// Errors that mean "Redis is not there" (as opposed to "Redis said no").
 fn is_outage(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || !matches!(e.retry_method(), RetryMethod::NoRetry)
@@ -217,25 +232,47 @@ impl RedisStore {
         if urls.is_empty() {
             return Err(StoreError::Config("no redis URL".to_owned()));
         }
-        let clients = urls
-            .iter()
-            .enumerate()
-            .map(|(i, url)| {
-                // The URL itself may carry a password: name it by position.
-                Client::open(url.as_str())
-                    .map_err(|e| StoreError::Config(format!("redis URL #{}: {e}", i + 1)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let keys = Keys {
             prefix: options.key_prefix.clone(),
         };
         let timeout = options.command_timeout;
-        let connecting = if urls.len() > 1 || options.cluster {
-            Conn::cluster(urls, timeout).boxed()
+        let (connecting, nodes) = if urls.iter().any(|url| sentinel::is_sentinel(url)) {
+            let client = sentinel::client(urls, options.tls.as_ref())?;
+            (
+                async move {
+                    let conn = Conn::sentinel(client, timeout).await?;
+                    let Conn::Sentinel(sentinel) = &conn else {
+                        unreachable!("Conn::sentinel builds a sentinel connection")
+                    };
+                    let nodes = Nodes::Sentinel(sentinel.clone());
+                    Ok::<_, RedisError>((conn, nodes))
+                }
+                .boxed(),
+                None,
+            )
         } else {
-            Conn::standalone(clients[0].clone(), timeout).boxed()
+            let clients = urls
+                .iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    // The URL itself may carry a password: name it by position.
+                    open_client(url, options.tls.as_ref())
+                        .map_err(|e| StoreError::Config(format!("redis URL #{}: {e}", i + 1)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let connecting = if urls.len() > 1 || options.cluster {
+                Conn::cluster(urls, timeout, options.tls.as_ref()).boxed()
+            } else {
+                Conn::standalone(clients[0].clone(), timeout).boxed()
+            };
+            (
+                connecting
+                    .map(|conn| conn.map(|conn| (conn, Nodes::Fixed(Vec::new()))))
+                    .boxed(),
+                Some(Nodes::Fixed(clients)),
+            )
         };
-        let conn = match tokio::time::timeout(timeout, connecting).await {
+        let (conn, found) = match tokio::time::timeout(timeout, connecting).await {
             Err(_) => {
                 return Err(StoreError::Unavailable(
                     "redis connect timed out".to_owned(),
@@ -243,8 +280,9 @@ impl RedisStore {
             }
             Ok(Err(e)) if is_outage(&e) => return Err(StoreError::Unavailable(e.to_string())),
             Ok(Err(e)) => return Err(StoreError::Redis(e)),
-            Ok(Ok(conn)) => conn,
+            Ok(Ok(found)) => found,
         };
+        let nodes = nodes.unwrap_or(found);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let shared = Arc::new(Shared {
             conn,
@@ -252,7 +290,7 @@ impl RedisStore {
             events,
             health: Health::default(),
         });
-        let subscriber = subscriber::start(shared.clone(), clients, keys.channel()).await?;
+        let subscriber = subscriber::start(shared.clone(), nodes, keys.channel()).await?;
         Ok(Self {
             shared,
             keys,

@@ -69,32 +69,44 @@ struct Link {
     stream: PubSubStream,
 }
 
+/// Where the subscription may be made.
+pub(in crate::store) enum Nodes {
+    /// These servers, tried in turn: the one server, or a Cluster's seeds
+    /// (a change published on one node reaches every node's subscribers).
+    Fixed(Vec<Client>),
+    /// The master the Sentinels name at each attempt.
+    Sentinel(Arc<super::conn::SentinelConn>),
+}
+
+impl Nodes {
+    async fn clients(&self) -> Result<Vec<Client>, RedisError> {
+        match self {
+            Self::Fixed(clients) => Ok(clients.clone()),
+            Self::Sentinel(sentinel) => Ok(vec![sentinel.master_client().await?]),
+        }
+    }
+}
+
 /// Subscribes once (so `connect` fails when Redis is down and no change
 /// written after it returns is missed), then keeps the subscription alive in
 /// a background task.
 pub(super) async fn start(
     shared: Arc<Shared>,
-    clients: Vec<Client>,
+    nodes: Nodes,
     channel: String,
 ) -> Result<SubscriberGuard, StoreError> {
     let timeout = shared.options.command_timeout;
-    let (index, link) = match subscribe_any(&clients, 0, &channel, timeout).await {
+    let (index, link) = match subscribe_any(&nodes, 0, &channel, timeout).await {
         Ok(found) => found,
         Err(e) if is_outage(&e) => return Err(StoreError::Unavailable(e.to_string())),
         Err(e) => return Err(StoreError::Redis(e)),
     };
     shared.health.set_link(true);
-    let task = tokio::spawn(run(shared, clients, channel, index, link));
+    let task = tokio::spawn(run(shared, nodes, channel, index, link));
     Ok(SubscriberGuard(task.abort_handle()))
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    clients: Vec<Client>,
-    channel: String,
-    mut index: usize,
-    mut link: Link,
-) {
+async fn run(shared: Arc<Shared>, nodes: Nodes, channel: String, mut index: usize, mut link: Link) {
     let timeout = shared.options.command_timeout;
     loop {
         pump(&shared, &mut link).await;
@@ -103,7 +115,7 @@ async fn run(
         let mut backoff = BACKOFF_MIN;
         // Start with the next seed, so a dead Cluster node is skipped.
         (index, link) = loop {
-            match subscribe_any(&clients, index + 1, &channel, timeout).await {
+            match subscribe_any(&nodes, index + 1, &channel, timeout).await {
                 Ok(found) => break found,
                 Err(e) => {
                     debug!(error = %e, "redis change subscription attempt failed");
@@ -161,11 +173,12 @@ fn forward(shared: &Shared, msg: &Msg) {
 /// Tries each client once, starting at `first` (modulo their number), and
 /// returns the index of the one that answered with its link.
 async fn subscribe_any(
-    clients: &[Client],
+    nodes: &Nodes,
     first: usize,
     channel: &str,
     timeout: Duration,
 ) -> Result<(usize, Link), RedisError> {
+    let clients = nodes.clients().await?;
     let mut last_error = None;
     for offset in 0..clients.len() {
         let index = (first + offset) % clients.len();

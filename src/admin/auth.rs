@@ -141,10 +141,34 @@ impl Auth {
 }
 
 fn too_many(wait: Duration) -> Rejection {
-    let seconds = wait.as_secs().max(1);
+    // Rounded up: a client that waits the seconds it is told must not be
+    // refused again for the fraction left over.
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     Rejection::new(
         StatusCode::TOO_MANY_REQUESTS,
         format!("too many failed attempts from this client: try again in {seconds}s"),
     )
     .with_header(header::RETRY_AFTER, header::HeaderValue::from(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(rejection: &Rejection) -> &str {
+        rejection
+            .headers
+            .iter()
+            .find(|(name, _)| name == header::RETRY_AFTER)
+            .map(|(_, value)| value.to_str().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after(&too_many(Duration::from_millis(11_900))), "12");
+        assert_eq!(retry_after(&too_many(Duration::from_secs(12))), "12");
+        assert_eq!(retry_after(&too_many(Duration::from_millis(1))), "1");
+        assert_eq!(retry_after(&too_many(Duration::ZERO)), "1");
+    }
 }

@@ -79,7 +79,12 @@ impl Auth {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110, section 11.1):
+            // `bearer t` is the same credential as `Bearer t`.
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(|token| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
         // Only a presented token counts as an attempt: a request with none
         // is a mistake, not a guess.
@@ -162,6 +167,26 @@ mod tests {
             .find(|(name, _)| name == header::RETRY_AFTER)
             .map(|(_, value)| value.to_str().unwrap())
             .unwrap()
+    }
+
+    fn check(auth: &Auth, authorization: &str) -> Result<String, StatusCode> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            header::HeaderValue::from_str(authorization).unwrap(),
+        );
+        auth.check(&headers, None).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let auth = Auth::new(vec![("admin".to_owned(), "t0ken".to_owned())]);
+        for good in ["Bearer t0ken", "bearer t0ken", "BEARER  t0ken "] {
+            assert_eq!(check(&auth, good), Ok("admin".to_owned()), "{good:?}");
+        }
+        for bad in ["Basic t0ken", "Bearert0ken", "t0ken", "Bearer other"] {
+            assert_eq!(check(&auth, bad), Err(StatusCode::UNAUTHORIZED), "{bad:?}");
+        }
     }
 
     #[test]

@@ -357,6 +357,7 @@ async fn a_timed_hold_refuses_then_lets_go_by_itself() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["breaker"]["state"], "held");
+    assert_eq!(body["breaker"]["waba"], WABA, "{body}");
     assert!(body["breaker"]["held_until"].is_string(), "{body}");
     let refused = send(&gateway.url(), OTHER).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);

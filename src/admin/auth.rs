@@ -79,7 +79,12 @@ impl Auth {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110, section 11.1):
+            // `bearer t` is the same credential as `Bearer t`.
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(|token| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
         // Only a presented token counts as an attempt: a request with none
         // is a mistake, not a guess.
@@ -141,10 +146,54 @@ impl Auth {
 }
 
 fn too_many(wait: Duration) -> Rejection {
-    let seconds = wait.as_secs().max(1);
+    // Rounded up: a client that waits the seconds it is told must not be
+    // refused again for the fraction left over.
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     Rejection::new(
         StatusCode::TOO_MANY_REQUESTS,
         format!("too many failed attempts from this client: try again in {seconds}s"),
     )
     .with_header(header::RETRY_AFTER, header::HeaderValue::from(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(rejection: &Rejection) -> &str {
+        rejection
+            .headers
+            .iter()
+            .find(|(name, _)| name == header::RETRY_AFTER)
+            .map(|(_, value)| value.to_str().unwrap())
+            .unwrap()
+    }
+
+    fn check(auth: &Auth, authorization: &str) -> Result<String, StatusCode> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            header::HeaderValue::from_str(authorization).unwrap(),
+        );
+        auth.check(&headers, None).map_err(|r| r.status)
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let auth = Auth::new(vec![("admin".to_owned(), "t0ken".to_owned())]);
+        for good in ["Bearer t0ken", "bearer t0ken", "BEARER  t0ken "] {
+            assert_eq!(check(&auth, good), Ok("admin".to_owned()), "{good:?}");
+        }
+        for bad in ["Basic t0ken", "Bearert0ken", "t0ken", "Bearer other"] {
+            assert_eq!(check(&auth, bad), Err(StatusCode::UNAUTHORIZED), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after(&too_many(Duration::from_millis(11_900))), "12");
+        assert_eq!(retry_after(&too_many(Duration::from_secs(12))), "12");
+        assert_eq!(retry_after(&too_many(Duration::from_millis(1))), "1");
+        assert_eq!(retry_after(&too_many(Duration::ZERO)), "1");
+    }
 }

@@ -230,7 +230,11 @@ pub(super) async fn act(
     match state.breakers.operator(&id, action).await {
         Ok(outcome) => {
             let (status, word) = outcome_word(&outcome);
-            let breaker = state.breakers.get(&id).map(|b| View::of(&b, &state));
+            // With its WABA, like the list and the page show it.
+            let breaker = match state.breakers.get(&id) {
+                Some(b) => views(&state, std::slice::from_ref(&b)).await.pop(),
+                None => None,
+            };
             let closed = breaker.is_none();
             (
                 status,

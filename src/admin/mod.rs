@@ -114,12 +114,14 @@ pub fn router(
             breakers,
             auth: Arc::new(auth::Auth::new(tokens)),
         })
-        // Outermost first: a panic in a handler becomes a plain JSON 500;
+        // Outermost first: an error answered in plain text or with no body
+        // becomes a JSON one; a panic in a handler becomes a plain JSON 500;
         // the bearer token is marked sensitive for anything that prints
         // headers; a request gets ADMIN_TIMEOUT and bodies ADMIN_BODY_LIMIT
         // (a reason is a sentence).
         .layer(
             tower::ServiceBuilder::new()
+                .layer(axum::middleware::map_response(json_errors))
                 .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
                 .layer(
                     tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
@@ -253,9 +255,114 @@ impl IntoResponse for Rejection {
     }
 }
 
+/// The longest text error body turned into a JSON one; axum's and
+/// tower-http's are a line.
+const TEXT_ERROR_LIMIT: usize = 1024;
+
+/// Turns an error that axum or a tower layer answered in plain text or with
+/// no body (a path segment that is not UTF-8, a body over the limit, a
+/// timeout) into the JSON error the handlers give, so that every error of
+/// this listener has the one shape `/admin/openapi.json` describes.
+async fn json_errors<B>(response: http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(axum::body::Body::new);
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, TEXT_ERROR_LIMIT)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    // Lowercase like the handlers' errors: axum's texts begin with a
+    // capital, the reasons are title case.
+    let message = match text {
+        Some(text) => {
+            let mut chars = text.chars();
+            chars
+                .next()
+                .map(|first| first.to_lowercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+        None => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
+    let mut response = error(status, &message);
+    response.headers_mut().extend(headers);
+    response
+}
+
 /// The client's address, when the listener was served with connect info.
 fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
     extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn json_of(response: Response) -> (StatusCode, Option<String>, serde_json::Value) {
+        let status = response.status();
+        let kind = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, kind, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn text_and_empty_errors_become_json_errors() {
+        let text = (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Failed to buffer the request body: length limit exceeded",
+        )
+            .into_response();
+        let (status, kind, body) = json_of(json_errors(text).await).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(kind.as_deref(), Some("application/json"));
+        assert_eq!(
+            body,
+            json!({"error": "failed to buffer the request body: length limit exceeded"})
+        );
+
+        let mut empty = StatusCode::SERVICE_UNAVAILABLE.into_response();
+        empty
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        let response = json_errors(empty).await;
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+        let (status, _, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, json!({"error": "service unavailable"}));
+    }
+
+    #[tokio::test]
+    async fn json_errors_and_successes_pass_unchanged() {
+        let own = error(StatusCode::NOT_FOUND, "no such thing");
+        let (_, _, body) = json_of(json_errors(own).await).await;
+        assert_eq!(body, json!({"error": "no such thing"}));
+        let page = ([(header::CONTENT_TYPE, "text/html")], "<p>ok</p>").into_response();
+        let response = json_errors(page).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/html");
+    }
 }

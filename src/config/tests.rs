@@ -211,6 +211,22 @@ const REJECTED: &[(&str, &str)] = &[
         "store.redis_url",
     ),
     ("[store]\npath = \"\"", "store.path"),
+    (
+        "[store]\nredis_url = \"redis+sentinel://s1:26379\"",
+        "store.redis_url",
+    ),
+    (
+        "[store]\nredis_url = \"redis+sentinel://s1:26379/m/x\"",
+        "store.redis_url",
+    ),
+    (
+        "[store]\nredis_url = \"redis+sentinel://s1:26379/m,redis://r:6379\"",
+        "store.redis_url",
+    ),
+    (
+        "[store]\ntls_cert_file = \"client.crt\"",
+        "store.tls_key_file",
+    ),
     ("[webhook]\npath = \"/\"", "webhook.path"),
     ("[webhook]\npath = \"webhooks\"", "webhook.path"),
     ("[webhook]\npath = \"/hook?x=1\"", "webhook.path"),
@@ -233,6 +249,16 @@ const REJECTED: &[(&str, &str)] = &[
         "admin.tokens",
     ),
 ];
+
+#[test]
+fn sentinel_urls_name_a_master_and_an_optional_database() {
+    let c = parse(
+        "[store]\nredis_url = \"redis+sentinel://app:pw@s1:26379/main/2, redis+sentinel://s2:26379/main\"",
+    )
+    .unwrap();
+    assert_eq!(c.store.redis_url.urls().len(), 2);
+    assert!(!c.store.redis_url.redacted().contains("pw"));
+}
 
 #[test]
 fn admin_tokens_are_named_and_admin_token_is_admin() {

@@ -341,3 +341,106 @@ pub fn commandstats(url: &str) -> HashMap<String, u64> {
         })
         .collect()
 }
+
+/// A `redis-sentinel` process watching one master as `mymaster`, on a free
+/// 127.0.0.1 port with its own directory and config file (Sentinel rewrites
+/// it). Killed on `Drop`.
+pub struct RedisSentinel {
+    child: Option<Child>,
+    port: u16,
+    _dir: TempDir,
+}
+
+/// The name the test Sentinels give the master.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+impl RedisSentinel {
+    /// Starts a Sentinel watching `master_port`, quorum 1, declaring the
+    /// master down after 1 s, and waits until it names the master.
+    pub fn start(master_port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let port = free_port(false);
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\ndir {}\nlogfile {}\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+                dir.path().display(),
+                dir.path().join("sentinel.log").display(),
+            ),
+        )
+        .expect("write sentinel.conf");
+        let binary = std::env::var_os("WAGATE_TEST_REDIS_SENTINEL")
+            .unwrap_or_else(|| "redis-sentinel".into());
+        let child = Command::new(&binary)
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("spawn {binary:?}: {e} (scripts/test.sh installs redis-sentinel)")
+            });
+        let sentinel = Self {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_DEADLINE;
+        while sentinel.master_port().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-sentinel on {port} did not start"
+            );
+            std::thread::sleep(POLL);
+        }
+        sentinel
+    }
+
+    /// `redis+sentinel://127.0.0.1:<port>/mymaster`
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}", self.port)
+    }
+
+    /// The master's port as the Sentinel names it now.
+    pub fn master_port(&self) -> Option<u16> {
+        let mut conn = connect(&format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(SENTINEL_MASTER)
+            .query(&mut conn)
+            .ok()?;
+        addr.map(|(_, port)| port)
+    }
+
+    /// How many replicas of the master the Sentinel knows.
+    pub fn replicas(&self) -> usize {
+        let Ok(mut conn) = connect(&format!("redis://127.0.0.1:{}/", self.port)) else {
+            return 0;
+        };
+        redis::cmd("SENTINEL")
+            .arg("replicas")
+            .arg(SENTINEL_MASTER)
+            .query::<Vec<redis::Value>>(&mut conn)
+            .map_or(0, |replicas| replicas.len())
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The pid of a running server, for tests that kill it as a crash would.
+impl RedisServer {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}

@@ -26,7 +26,7 @@ struct Body {
 }
 
 /// The operator action `action` (from the path) with `body`, done by `by`.
-pub(super) fn parse(action: &str, body: &[u8], by: String) -> Result<OperatorAction, Rejection> {
+fn parse(action: &str, body: &[u8], by: String) -> Result<OperatorAction, Rejection> {
     let bad = |message: String| Rejection::new(StatusCode::BAD_REQUEST, message);
     let body: Body = if body.iter().all(u8::is_ascii_whitespace) {
         Body {
@@ -78,9 +78,25 @@ pub(super) fn parse(action: &str, body: &[u8], by: String) -> Result<OperatorAct
     Ok(action.by(by))
 }
 
-/// Whether `action` is one the change endpoints know, checked before the
-/// token so that a typo is told apart from a refusal.
-pub(super) fn known_action(action: &str) -> Result<(), Rejection> {
+/// What every change endpoint checks first, in this order: the action word
+/// (so a typo is told apart from a refusal), the token, the id (a `what`
+/// id: digits), then the body. Returns the action, done by the token's name.
+pub(super) fn prepare(
+    auth: &super::auth::Auth,
+    request: (&str, &str, &str),
+    client: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<OperatorAction, Rejection> {
+    let (action, id, what) = request;
+    known_action(action)?;
+    let by = auth.check(headers, client)?;
+    check_id(id, what)?;
+    parse(action, body, by)
+}
+
+/// Whether `action` is one the change endpoints know.
+fn known_action(action: &str) -> Result<(), Rejection> {
     match action {
         "reset" | "trip" | "release" => Ok(()),
         _ => Err(Rejection::new(

@@ -105,17 +105,9 @@ pub(super) async fn act(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(rejection) = change::known_action(&action) {
-        return rejection.into_response();
-    }
-    let by = match state.auth.check(&headers, client_ip(&extensions)) {
-        Ok(name) => name,
-        Err(rejection) => return rejection.into_response(),
-    };
-    if let Err(rejection) = change::check_id(&id, "WABA") {
-        return rejection.into_response();
-    }
-    let action = match change::parse(&action, &body, by) {
+    let request = (action.as_str(), id.as_str(), "WABA");
+    let client = client_ip(&extensions);
+    let action = match change::prepare(&state.auth, request, client, &headers, &body) {
         Ok(action) => action,
         Err(rejection) => return rejection.into_response(),
     };

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::gateway::{InProcess, Process, http, sim};
+use support::gateway::{
+    InProcess, Process, admin_get as get, admin_post as post, http, send_text as send, sim,
+};
 use support::redis::RedisServer;
 use wagate::config::{Secret, Waba};
 
@@ -19,44 +21,6 @@ const THIRD: &str = "200000000000003";
 const WABA: &str = "300000000000001";
 const ADMIN_TOKEN: &str = "admin-token-for-tests";
 const ALICE_TOKEN: &str = "alice-token-for-tests";
-
-async fn send(base: &str, number: &str) -> reqwest::Response {
-    http()
-        .post(format!("{base}/v24.0/{number}/messages"))
-        .bearer_auth("integration-token")
-        .json(
-            &json!({"messaging_product": "whatsapp", "to": "+15550009999", "type": "text",
-                      "text": {"body": "hi"}}),
-        )
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get(admin: SocketAddr, path: &str) -> (StatusCode, Value) {
-    let response = http()
-        .get(format!("http://{admin}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
-async fn post(
-    admin: SocketAddr,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (StatusCode, Value) {
-    let mut request = http()
-        .post(format!("http://{admin}{path}"))
-        .body(body.to_owned());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
-}
 
 /// A gateway with `admin.token` and a named token for alice, and OTHER and
 /// THIRD known to belong to WABA.

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::gateway::{InProcess, Process, http, metric, sim};
+use support::gateway::{
+    InProcess, Process, admin_get, admin_post, http, metric, send_text as send, sim,
+};
 use support::redis::{RedisServer, commandstats};
 use wagate::breaker::{Action, CodeMatch, Rule, Scope};
 use wagate::sim::{ErrorInjection, SimHandle};
@@ -18,41 +20,6 @@ const TOKEN: &str = "admin-token-for-tests";
 
 fn send_to(recipient: &str) -> Value {
     json!({"messaging_product": "whatsapp", "to": recipient, "type": "text", "text": {"body": "hi"}})
-}
-
-async fn send(base: &str, number: &str) -> reqwest::Response {
-    http()
-        .post(format!("{base}/v24.0/{number}/messages"))
-        .bearer_auth("integration-token")
-        .json(&send_to("+15550009999"))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn admin_get(admin: std::net::SocketAddr, path: &str) -> (StatusCode, Value) {
-    let response = http()
-        .get(format!("http://{admin}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
-async fn admin_post(
-    admin: std::net::SocketAddr,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (StatusCode, Value) {
-    let mut request = http()
-        .post(format!("http://{admin}{path}"))
-        .body(body.to_owned());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
 }
 
 fn embedded(dir: &tempfile::TempDir) -> impl FnOnce(&mut wagate::config::Config) + '_ {

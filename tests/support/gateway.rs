@@ -257,3 +257,49 @@ pub(crate) fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// `GET http://{admin}{path}`: the status and the JSON body.
+pub(crate) async fn admin_get(
+    admin: SocketAddr,
+    path: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = http()
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// `POST http://{admin}{path}` with `body` and, when given, the bearer
+/// `token`: the status and the JSON body.
+pub(crate) async fn admin_post(
+    admin: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = http()
+        .post(format!("http://{admin}{path}"))
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// A text send for `number` through the gateway at `base`, with an
+/// integration's bearer token.
+pub(crate) async fn send_text(base: &str, number: &str) -> reqwest::Response {
+    http()
+        .post(format!("{base}/v24.0/{number}/messages"))
+        .bearer_auth("integration-token")
+        .json(
+            &serde_json::json!({"messaging_product": "whatsapp", "to": "+15550009999",
+                                  "type": "text", "text": {"body": "hi"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+}

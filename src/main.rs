@@ -54,7 +54,12 @@ enum Command {
         no_record: bool,
     },
     /// Show the breaker at work against the simulator, in process: no Meta account needed.
-    Demo,
+    Demo {
+        /// Keep the simulator and the gateway running after the demo, until
+        /// Ctrl-C, to look at the status page, the admin API and /metrics.
+        #[arg(long)]
+        keep_running: bool,
+    },
     #[command(flatten)]
     Admin(wagate::cli::AdminCommand),
 }
@@ -80,7 +85,7 @@ fn main() -> ExitCode {
             print!("{}", config.to_redacted_toml());
         }),
         Command::Sim { listen, no_record } => sim(listen, !no_record),
-        Command::Demo => demo(),
+        Command::Demo { keep_running } => demo(keep_running),
         Command::Admin(command) => return wagate::cli::run(command),
     };
     match result {
@@ -120,7 +125,7 @@ fn sim(listen: SocketAddr, record: bool) -> Result<(), BoxError> {
 }
 
 /// The gateway logs warnings only, so the narration on stdout stays readable.
-fn demo() -> Result<(), BoxError> {
+fn demo(keep_running: bool) -> Result<(), BoxError> {
     use std::io::IsTerminal;
     let log = wagate::config::Log {
         level: "warn".to_owned(),
@@ -128,7 +133,11 @@ fn demo() -> Result<(), BoxError> {
     };
     wagate::telemetry::init(&log, std::io::stderr)?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    runtime(0)?.block_on(wagate::demo::run(std::io::stdout(), color))?;
+    let linger = keep_running.then(|| {
+        Box::pin(shutdown_signal())
+            as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    });
+    runtime(0)?.block_on(wagate::demo::run_then(std::io::stdout(), color, linger))?;
     Ok(())
 }
 

@@ -122,3 +122,76 @@ fn the_demo_tells_every_step_and_exits_zero() {
     }
     assert!(rest.contains("done in "), "{shown}");
 }
+
+/// With `--keep-running` the gateway stays up after the story: its status
+/// page answers with the number still open, and SIGTERM ends it with 0.
+#[test]
+fn kept_running_the_demo_serves_its_status_page_until_sigterm() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["demo", "--keep-running"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wagate binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = Instant::now() + DEADLINE;
+    let url = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(line) if line.contains("still serving") => {
+                let start = line.find("http://").expect("a URL in the line");
+                let url = &line[start..];
+                break url[..url.find(' ').unwrap_or(url.len())].to_owned();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no 'still serving' line within {DEADLINE:?}: {e}");
+            }
+        }
+    };
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let body = get_over_tcp(&url);
+    assert!(
+        body.contains("200000000000002"),
+        "the open number is on the page"
+    );
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        wait_or_kill(&mut child, DEADLINE),
+        Some(0),
+        "SIGTERM ends it with 0"
+    );
+}
+
+fn get_over_tcp(url: &str) -> String {
+    use std::io::Write;
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}

@@ -84,6 +84,17 @@ pub enum DemoError {
 /// Runs the demo, narrating to `out` (`color`: ANSI bold step tags, for a
 /// terminal), and returns how long it took.
 pub async fn run(out: impl Write, color: bool) -> Result<Duration, DemoError> {
+    run_then(out, color, None).await
+}
+
+/// [`run`], then, with `linger`, keeps the simulator and the gateway
+/// serving until it resolves (Ctrl-C, say), so the status page, the admin
+/// API and the metrics can be looked at afterwards.
+pub async fn run_then(
+    out: impl Write,
+    color: bool,
+    linger: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+) -> Result<Duration, DemoError> {
     let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("wagate-demo-")
@@ -111,11 +122,21 @@ pub async fn run(out: impl Write, color: bool) -> Result<Duration, DemoError> {
         demo.story().await
     }
     .await;
+    let took = started.elapsed();
+    if let (Ok(()), Some(linger)) = (&result, linger) {
+        writeln!(
+            demo.out,
+            "done in {:.1}s; still serving: the status page at http://{}/ (Ctrl-C to stop)",
+            took.as_secs_f64(),
+            demo.admin
+        )?;
+        demo.out.flush()?;
+        linger.await;
+    }
     gateway.stop().await;
     let _ = demo.sim.shutdown().await;
     drop(dir);
     result?;
-    let took = started.elapsed();
     writeln!(demo.out, "done in {:.1}s", took.as_secs_f64())?;
     demo.out.flush()?;
     Ok(took)

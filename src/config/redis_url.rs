@@ -35,11 +35,25 @@ impl RedisUrl {
     /// The URLs with their passwords, for connecting; never log them.
     /// Empty when [`is_empty`](Self::is_empty); surrounding whitespace of each
     /// URL is trimmed.
+    ///
+    /// A comma starts a new URL only where a scheme (`://`) follows: a comma
+    /// inside a password stays in its URL rather than cutting it in two
+    /// (which would also leave half the password unredacted).
     pub fn urls(&self) -> Vec<&str> {
         if self.is_empty() {
             return Vec::new();
         }
-        self.0.split(',').map(str::trim).collect()
+        let mut urls = Vec::new();
+        let mut start = 0;
+        for (comma, _) in self.0.match_indices(',') {
+            let next = self.0[comma + 1..].split(',').next().unwrap_or("");
+            if next.contains("://") || next.trim().is_empty() {
+                urls.push(self.0[start..comma].trim());
+                start = comma + 1;
+            }
+        }
+        urls.push(self.0[start..].trim());
+        urls
     }
 
     /// Whether several URLs are set, i.e. Redis Cluster seed nodes.

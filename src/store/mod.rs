@@ -326,9 +326,8 @@ pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn BreakerStore>
     }
     let urls: Vec<String> = config
         .redis_url
-        .expose()
-        .split(',')
-        .map(str::trim)
+        .urls()
+        .into_iter()
         .filter(|url| !url.is_empty())
         .map(str::to_owned)
         .collect();

@@ -113,3 +113,17 @@ fn base_url_errors_never_quote_the_url() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+
+#[test]
+fn a_comma_in_a_password_stays_in_its_url_and_hidden() {
+    let url = RedisUrl::new("redis://app:pw,half-9911@cache:6379/0,redis://b:6379");
+    assert_eq!(
+        url.urls(),
+        ["redis://app:pw,half-9911@cache:6379/0", "redis://b:6379"]
+    );
+    let shown = url.redacted();
+    assert!(
+        !shown.contains("half-9911") && !shown.contains("pw,"),
+        "{shown}"
+    );
+}

@@ -115,22 +115,39 @@ where
 /// offering only HTTP/1.1, so a TLS upstream never negotiates HTTP/2 on a
 /// connection that carries one request at a time.
 pub fn h1_connector(config: &config::Upstream) -> HttpsConnector<HttpConnector> {
+    h1_over(tcp_connector(config))
+}
+
+/// An HTTP/1.1 connector, `http://` or `https://` (rustls, webpki roots),
+/// for wagate's other clients (the webhook forwarder, the admin CLI):
+/// connections without Nagle delay that give up connecting after
+/// `connect_timeout`.
+pub fn https_h1_connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    h1_over(tcp(connect_timeout))
+}
+
+fn h1_over(tcp: HttpConnector) -> HttpsConnector<HttpConnector> {
     hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .wrap_connector(tcp_connector(config))
+        .wrap_connector(tcp)
 }
 
 /// TCP to the upstream: no Nagle delay (requests are small and latency
 /// matters), the configured connect timeout, TCP keep-alive probes so dead
 /// idle connections are noticed.
 fn tcp_connector(config: &config::Upstream) -> HttpConnector {
+    let mut http = tcp(config.connect_timeout);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http
+}
+
+fn tcp(connect_timeout: Duration) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_connect_timeout(Some(connect_timeout));
     http
 }
 

@@ -65,15 +65,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Self, Failure> {
         let base = base_url(url).map_err(|e| Failure::new(Exit::Refused, e))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(tcp);
+        let https = crate::upstream::https_h1_connector(timeout);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

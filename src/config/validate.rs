@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use super::redis_url::redact_url;
 use super::{Config, ConfigError};
+use crate::store::is_sentinel_url;
 
 /// `limits.inspect_body_bytes` bounds: Meta's error bodies are a few hundred
 /// bytes, so less than 1 KiB risks cutting one off, and more than 1 MiB per
@@ -202,11 +203,6 @@ fn listen_addrs_differ(proxy: SocketAddr, admin: SocketAddr) -> Result<(), Confi
     Ok(())
 }
 
-fn is_sentinel_url(url: &str) -> bool {
-    url.get(..17)
-        .is_some_and(|s| s.eq_ignore_ascii_case("redis+sentinel://"))
-}
-
 /// One `redis://` or `rediss://` URL with a host and an optional database
 /// number, or a `redis+sentinel://` URL with a host and `/<master>[/<db>]`.
 /// Reasons quote the URL only in redacted form.
@@ -216,22 +212,9 @@ fn redis_url(url: &str) -> Result<(), String> {
         return Err("empty url in the comma-separated list".to_owned());
     }
     if is_sentinel_url(url) {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("`{shown}` is not a url: {e}"))?;
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(format!("`{shown}` must name a Sentinel's host"));
-        }
-        let mut path = uri.path().trim_start_matches('/').split('/');
-        let master = path.next().unwrap_or_default();
-        let db = path.next();
-        let db_ok = db.is_none_or(|db| !db.is_empty() && db.bytes().all(|b| b.is_ascii_digit()));
-        if master.is_empty() || !db_ok || path.next().is_some() {
-            return Err(format!(
-                "`{shown}` must be redis+sentinel://host:port/<master>[/<db>]"
-            ));
-        }
-        return Ok(());
+        return crate::store::check_sentinel_url(url).map_err(|reason| {
+            format!("`{shown}` must be redis+sentinel://host:port/<master>[/<db>]: {reason}")
+        });
     }
     let uri: Uri = url
         .parse()

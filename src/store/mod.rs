@@ -370,5 +370,10 @@ fn tls_certificates(
     }))
 }
 
+/// The shape of `redis+sentinel://` URLs, for config validation.
+pub(crate) use self::redis::sentinel::{
+    check as check_sentinel_url, is_sentinel as is_sentinel_url,
+};
+
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,7 @@ use super::{
 
 mod conn;
 mod reply;
-mod sentinel;
+pub(crate) mod sentinel;
 mod subscriber;
 
 use conn::Conn;

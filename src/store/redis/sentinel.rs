@@ -11,7 +11,7 @@ use crate::store::StoreError;
 const SCHEME: &str = "redis+sentinel://";
 
 /// Whether `url` names a Sentinel.
-pub(super) fn is_sentinel(url: &str) -> bool {
+pub(crate) fn is_sentinel(url: &str) -> bool {
     url.get(..SCHEME.len())
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case(SCHEME))
 }
@@ -24,33 +24,44 @@ struct Parts {
     node: String,
 }
 
-fn parts(url: &str, position: usize) -> Result<Parts, StoreError> {
-    let bad = |reason: &str| {
-        StoreError::Config(format!(
-            "redis URL #{position} must be redis+sentinel://[user:password@]host:port/<master>[/<db>]: {reason}"
-        ))
-    };
+/// Why `url` is not a Sentinel URL, if it is not: the reason, never quoting
+/// the URL (it may carry a password).
+pub(crate) fn check(url: &str) -> Result<(), &'static str> {
+    split(url).map(|_| ())
+}
+
+/// (user info, host, master, database) of a Sentinel URL.
+fn split(url: &str) -> Result<(Option<&str>, &str, &str, &str), &'static str> {
     if !is_sentinel(url) {
-        return Err(bad("every URL must name a Sentinel when one does"));
+        return Err("every URL must name a Sentinel when one does");
     }
     let rest = &url[SCHEME.len()..];
-    let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+    let (authority, path) = rest.split_once('/').ok_or("no master name")?;
     let (userinfo, host) = match authority.rsplit_once('@') {
         Some((userinfo, host)) => (Some(userinfo), host),
         None => (None, authority),
     };
     if host.is_empty() {
-        return Err(bad("no host"));
+        return Err("no host");
     }
     let mut segments = path.split('/');
     let master = segments.next().unwrap_or_default();
     if master.is_empty() {
-        return Err(bad("no master name"));
+        return Err("no master name");
     }
     let db = segments.next().unwrap_or("0");
     if segments.next().is_some() || db.is_empty() || !db.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad("the path is /<master> or /<master>/<db>"));
+        return Err("the path is /<master> or /<master>/<db>");
     }
+    Ok((userinfo, host, master, db))
+}
+
+fn parts(url: &str, position: usize) -> Result<Parts, StoreError> {
+    let (userinfo, host, master, db) = split(url).map_err(|reason| {
+        StoreError::Config(format!(
+            "redis URL #{position} must be redis+sentinel://[user:password@]host:port/<master>[/<db>]: {reason}"
+        ))
+    })?;
     let credentials = userinfo.map_or_else(String::new, |u| format!("{u}@"));
     Ok(Parts {
         sentinel: format!("redis://{host}"),

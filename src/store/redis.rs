@@ -38,7 +38,7 @@ mod reply;
 pub(crate) mod sentinel;
 mod subscriber;
 
-use conn::Conn;
+use conn::{Conn, SentinelConn};
 use reply::{parse_outcome, parse_record};
 use subscriber::Nodes;
 use subscriber::{Health, SubscriberGuard};
@@ -236,43 +236,36 @@ impl RedisStore {
             prefix: options.key_prefix.clone(),
         };
         let timeout = options.command_timeout;
-        let (connecting, nodes) = if urls.iter().any(|url| sentinel::is_sentinel(url)) {
-            let client = sentinel::client(urls, options.tls.as_ref())?;
-            (
-                async move {
-                    let conn = Conn::sentinel(client, timeout).await?;
-                    let Conn::Sentinel(sentinel) = &conn else {
-                        unreachable!("Conn::sentinel builds a sentinel connection")
-                    };
-                    let nodes = Nodes::Sentinel(sentinel.clone());
-                    Ok::<_, RedisError>((conn, nodes))
-                }
-                .boxed(),
-                None,
-            )
+        let sentinel_client = if urls.iter().any(|url| sentinel::is_sentinel(url)) {
+            Some(sentinel::client(urls, options.tls.as_ref())?)
         } else {
-            let clients = urls
-                .iter()
+            None
+        };
+        let clients = if sentinel_client.is_some() {
+            Vec::new()
+        } else {
+            urls.iter()
                 .enumerate()
                 .map(|(i, url)| {
                     // The URL itself may carry a password: name it by position.
                     open_client(url, options.tls.as_ref())
                         .map_err(|e| StoreError::Config(format!("redis URL #{}: {e}", i + 1)))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            let connecting = if urls.len() > 1 || options.cluster {
-                Conn::cluster(urls, timeout, options.tls.as_ref()).boxed()
-            } else {
-                Conn::standalone(clients[0].clone(), timeout).boxed()
-            };
-            (
-                connecting
-                    .map(|conn| conn.map(|conn| (conn, Nodes::Fixed(Vec::new()))))
-                    .boxed(),
-                Some(Nodes::Fixed(clients)),
-            )
+                .collect::<Result<Vec<_>, _>>()?
         };
-        let (conn, found) = match tokio::time::timeout(timeout, connecting).await {
+        let connecting = async {
+            if let Some(client) = sentinel_client {
+                let sentinel = SentinelConn::connect(client, timeout).await?;
+                return Ok((Conn::Sentinel(sentinel.clone()), Nodes::Sentinel(sentinel)));
+            }
+            let conn = if urls.len() > 1 || options.cluster {
+                Conn::cluster(urls, timeout, options.tls.as_ref()).await?
+            } else {
+                Conn::standalone(clients[0].clone(), timeout).await?
+            };
+            Ok::<_, RedisError>((conn, Nodes::Fixed(clients)))
+        };
+        let (conn, nodes) = match tokio::time::timeout(timeout, connecting).await {
             Err(_) => {
                 return Err(StoreError::Unavailable(
                     "redis connect timed out".to_owned(),
@@ -282,7 +275,6 @@ impl RedisStore {
             Ok(Err(e)) => return Err(StoreError::Redis(e)),
             Ok(Ok(found)) => found,
         };
-        let nodes = nodes.unwrap_or(found);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let shared = Arc::new(Shared {
             conn,

@@ -33,6 +33,24 @@ pub(super) struct SentinelConn {
 }
 
 impl SentinelConn {
+    /// Connects to the master `sentinel` names.
+    pub(super) async fn connect(
+        sentinel: SentinelClient,
+        timeout: Duration,
+    ) -> RedisResult<Arc<Self>> {
+        let sentinel = tokio::sync::Mutex::new(sentinel);
+        let client = {
+            let mut guard = sentinel.lock().await;
+            guard.async_get_client().await?
+        };
+        let master = RwLock::new(manager(client, timeout).await?);
+        Ok(Arc::new(Self {
+            sentinel,
+            master,
+            timeout,
+        }))
+    }
+
     /// A client of the master the Sentinels name now.
     pub(super) async fn master_client(&self) -> RedisResult<Client> {
         let mut sentinel = self.sentinel.lock().await;
@@ -110,21 +128,6 @@ impl Conn {
         Ok(Self::Cluster(
             builder.build()?.get_async_connection().await?,
         ))
-    }
-
-    /// Connects to the master `sentinel` names.
-    pub(super) async fn sentinel(sentinel: SentinelClient, timeout: Duration) -> RedisResult<Self> {
-        let sentinel = tokio::sync::Mutex::new(sentinel);
-        let client = {
-            let mut guard = sentinel.lock().await;
-            guard.async_get_client().await?
-        };
-        let master = RwLock::new(manager(client, timeout).await?);
-        Ok(Self::Sentinel(Arc::new(SentinelConn {
-            sentinel,
-            master,
-            timeout,
-        })))
     }
 
     pub(super) fn is_cluster(&self) -> bool {

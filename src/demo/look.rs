@@ -87,38 +87,34 @@ impl<W: Write> Demo<W> {
         what: &str,
         done: impl Fn(Option<&Value>) -> bool,
     ) -> Result<Value, DemoError> {
-        let deadline = Instant::now() + WITHIN;
-        loop {
+        let found = within_deadline(|| async {
             let view = self.view(number).await?;
-            if done(view.as_ref()) {
-                return Ok(view.unwrap_or(Value::Null));
-            }
-            if Instant::now() > deadline {
-                return Err(self.deadline(&format!("{what} ({number})")));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            Ok(done(view.as_ref()).then(|| view.unwrap_or(Value::Null)))
+        })
+        .await?;
+        found.ok_or_else(|| self.deadline(&format!("{what} ({number})")))
     }
 
     /// Waits until the gateway answers `/readyz`, or stops on its own.
     pub(super) async fn ready(&mut self, gateway: &mut super::Gateway) -> Result<(), DemoError> {
         self.step = (0, "start");
         let url = format!("http://{}/readyz", self.admin);
-        let deadline = Instant::now() + WITHIN;
-        loop {
-            if let Some(error) = gateway.exited().await {
+        // Shared by each look; only one runs at a time.
+        let gateway = &tokio::sync::Mutex::new(gateway);
+        let ready = within_deadline(|| async {
+            if let Some(error) = gateway.lock().await.exited().await {
                 return Err(DemoError::Start(format!("the gateway stopped: {error}")));
             }
-            if self.http.get(&url).await.is_ok_and(|a| a.status == 200) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(DemoError::Start(format!(
-                    "the gateway was not ready within {WITHIN:?}"
-                )));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            Ok(self
+                .http
+                .get(&url)
+                .await
+                .is_ok_and(|a| a.status == 200)
+                .then_some(()))
+        })
+        .await?;
+        ready
+            .ok_or_else(|| DemoError::Start(format!("the gateway was not ready within {WITHIN:?}")))
     }
 }
 
@@ -129,4 +125,25 @@ pub(super) fn state(view: Option<&Value>) -> &str {
 
 pub(super) fn str_of(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
+}
+
+/// Checks `condition` every [`POLL`] until it finds something or fails;
+/// `None` once [`WITHIN`] has passed without it.
+async fn within_deadline<T, F, Fut>(mut condition: F) -> Result<Option<T>, DemoError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, DemoError>>,
+{
+    let deadline = Instant::now() + WITHIN;
+    let mut ticks = tokio::time::interval(POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Some(found) = condition().await? {
+            return Ok(Some(found));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+    }
 }

@@ -467,6 +467,47 @@ async fn a_waba_is_held_and_let_go_as_a_whole() {
     assert!(shown["gate"].is_null(), "{shown}");
 }
 
+/// An operator holds a WABA before any number of it was seen: the hold is
+/// a change, the WABA is listed with no numbers, and a reset lifts it.
+#[tokio::test]
+async fn a_waba_with_no_known_number_is_held_and_listed() {
+    const NEW_WABA: &str = "300000000000077";
+    let sim = sim().await;
+    let gateway = gateway(sim.addr).await;
+    let admin = gateway.admin;
+    let trip = format!("/admin/wabas/{NEW_WABA}/trip");
+    let (status, body) = post(
+        admin,
+        &trip,
+        Some(ALICE_TOKEN),
+        r#"{"reason": "onboarding"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "changed", "{body}");
+    assert_eq!(body["numbers"], json!([]));
+
+    let (_, list) = get(admin, "/admin/wabas").await;
+    let listed = list["wabas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["waba"] == NEW_WABA)
+        .unwrap_or_else(|| panic!("{NEW_WABA} not listed: {list}"));
+    assert_eq!(listed["numbers"], 0);
+    assert_eq!(listed["gate"]["hold"], "onboarding");
+
+    let reset = format!("/admin/wabas/{NEW_WABA}/reset");
+    let (status, body) = post(admin, &reset, Some(ADMIN_TOKEN), "{}").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "changed", "{body}");
+    let (status, body) = post(admin, &reset, Some(ADMIN_TOKEN), "{}").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "unchanged", "{body}");
+    let (_, shown) = get(admin, &format!("/admin/wabas/{NEW_WABA}")).await;
+    assert!(shown["gate"].is_null(), "{shown}");
+}
+
 /// Two replicas on one Redis: an operator resets a number on one while
 /// another operator holds it on the other, many times over. Every round
 /// ends with both replicas agreeing on one state, and the trail has one

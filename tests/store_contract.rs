@@ -332,7 +332,10 @@ on_both_stores! {
             assert!(store.link(link("2", "W1", None)).await.unwrap());
             assert!(store.link(link("3", "W2", None)).await.unwrap());
             assert_eq!(store.waba("W1").await.unwrap(), None);
+            assert!(store.waba_ids().await.unwrap().is_empty());
             store.set_waba("W1", "{\"tripped\":true}".to_owned()).await.unwrap();
+            // A record for a WABA no number is known of yet.
+            store.set_waba("W9", "{}".to_owned()).await.unwrap();
         }
         let store = backend.open().await;
         assert_eq!(
@@ -351,6 +354,9 @@ on_both_stores! {
         assert_eq!(numbers, ["1", "2"]);
         assert_eq!(store.links().await.unwrap().len(), 3);
         assert_eq!(store.waba("W1").await.unwrap().as_deref(), Some("{\"tripped\":true}"));
+        let mut ids = store.waba_ids().await.unwrap();
+        ids.sort();
+        assert_eq!(ids, ["W1", "W9"]);
         // A number moved to another WABA is moved, and loses the display
         // number of its old one.
         assert!(store.link(link("1", "W2", None)).await.unwrap());

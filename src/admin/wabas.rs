@@ -24,13 +24,18 @@ fn unavailable(e: &impl std::fmt::Display) -> Response {
 }
 
 /// `GET /admin/wabas`: each WABA with how many of its numbers are known and
-/// how many are not closed, and its gate.
+/// how many are not closed, and its gate. A WABA held (or restricted) before
+/// any number of it was seen is listed too, with no numbers.
 pub(super) async fn list(State(state): State<AdminState>) -> Response {
-    let links = match state.breakers.links().await {
-        Ok(links) => links,
-        Err(e) => return unavailable(&e),
-    };
-    let mut by_waba: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let (links, recorded) =
+        match futures_util::future::try_join(state.breakers.links(), state.breakers.waba_ids())
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return unavailable(&e),
+        };
+    let mut by_waba: BTreeMap<String, (usize, usize)> =
+        recorded.into_iter().map(|waba| (waba, (0, 0))).collect();
     for link in &links {
         let counts = by_waba.entry(link.waba.clone()).or_default();
         counts.0 += 1;
@@ -126,13 +131,16 @@ pub(super) async fn act(
             Err(e) => return unavailable(&e),
         }
     }
-    let outcomes = match state.breakers.waba_operator(&id, action).await {
-        Ok(outcomes) => outcomes,
+    let outcome = match state.breakers.waba_operator(&id, action).await {
+        Ok(outcome) => outcome,
         Err(e) => return unavailable(&e),
     };
     let mut status = StatusCode::OK;
-    let mut changed = false;
-    let numbers: Vec<_> = outcomes
+    // A trip of a WABA with no known number yet still gates the numbers
+    // learned later: that is a change.
+    let mut changed = outcome.gate_changed;
+    let numbers: Vec<_> = outcome
+        .numbers
         .iter()
         .map(|(number, outcome)| match outcome {
             Ok(outcome) => {

@@ -38,7 +38,7 @@ use crate::store::{BreakerStore, StoreError};
 
 use self::snapshot::{Snapshot, StateSeries};
 use self::sync::Job;
-pub use self::wabas::{WabaEvent, WabaGate, WabaRecord, WabaRestriction};
+pub use self::wabas::{WabaEvent, WabaGate, WabaOutcome, WabaRecord, WabaRestriction};
 
 /// How often the engine does its background work.
 #[derive(Clone, Copy, Debug)]

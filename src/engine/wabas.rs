@@ -139,6 +139,15 @@ pub struct WabaEvent {
     pub at: UnixMillis,
 }
 
+/// What an operator's action did to a WABA.
+#[derive(Debug)]
+pub struct WabaOutcome {
+    /// Whether the WABA's gate was set, replaced or lifted.
+    pub gate_changed: bool,
+    /// What happened to each number known to belong to the WABA.
+    pub numbers: Vec<(String, Result<OperatorOutcome, StoreError>)>,
+}
+
 impl Breakers {
     /// Records that `link.number` belongs to `link.waba`. When that is new
     /// and the WABA is gated, the number is opened like its WABA's other
@@ -273,13 +282,14 @@ impl Breakers {
     /// belong to it, and to its gate. A trip gates the WABA, so numbers
     /// learned later are held too (until the `ttl`, if one is given); a reset
     /// or a release lifts the gate, whatever set it. Returns what happened to
-    /// each number.
+    /// the gate and to each number.
     pub async fn waba_operator(
         &self,
         waba: &str,
         action: OperatorAction,
-    ) -> Result<Vec<(String, Result<OperatorOutcome, StoreError>)>, StoreError> {
+    ) -> Result<WabaOutcome, StoreError> {
         let mut record = self.waba_record(waba).await?;
+        let gate_before = record.gate.clone();
         let at = now();
         let (word, event_action) = match &action {
             OperatorAction::Trip { reason, ttl, .. } => {
@@ -309,6 +319,7 @@ impl Breakers {
         });
         let excess = record.events.len().saturating_sub(EVENTS_KEPT);
         record.events.drain(..excess);
+        let gate_changed = record.gate != gate_before;
         let body = serde_json::to_string(&record).unwrap_or_default();
         self.inner.store.set_waba(waba, body).await?;
         let numbers = self.inner.store.numbers_of(waba).await?;
@@ -326,12 +337,20 @@ impl Breakers {
                 (link.number.clone(), outcome)
             }
         });
-        Ok(futures_util::future::join_all(applying).await)
+        Ok(WabaOutcome {
+            gate_changed,
+            numbers: futures_util::future::join_all(applying).await,
+        })
     }
 
     /// Every number the store knows a WABA of.
     pub async fn links(&self) -> Result<Vec<NumberLink>, StoreError> {
         self.inner.store.links().await
+    }
+
+    /// Every WABA with a record of its own (a gate, restrictions, events).
+    pub async fn waba_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.store.waba_ids().await
     }
 
     /// The numbers known to belong to `waba`.

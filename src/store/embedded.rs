@@ -451,6 +451,18 @@ impl BreakerStore for EmbeddedStore {
         })
     }
 
+    fn waba_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read(|db, path, _| {
+            let table = read_table(db, path, WABAS)?;
+            let mut ids = Vec::new();
+            for row in table.iter().map_err(|e| db_error(path, e))? {
+                let (key, _) = row.map_err(|e| db_error(path, e))?;
+                ids.push(key.value().to_owned());
+            }
+            Ok(ids)
+        })
+    }
+
     fn audit<'a>(
         &'a self,
         number: &'a str,

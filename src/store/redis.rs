@@ -636,6 +636,20 @@ impl BreakerStore for RedisStore {
         self.hget(self.keys.wabas(), waba).boxed()
     }
 
+    fn waba_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        async move {
+            let mut conn = self.shared.conn.clone();
+            self.shared
+                .run(
+                    redis::cmd("HKEYS")
+                        .arg(self.keys.wabas())
+                        .query_async(&mut conn),
+                )
+                .await
+        }
+        .boxed()
+    }
+
     fn audit<'a>(
         &'a self,
         number: &'a str,

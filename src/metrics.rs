@@ -196,6 +196,7 @@ pub struct BreakerMetrics {
     transitions: IntCounterVec,
     refused: IntCounterVec,
     store_errors: IntCounterVec,
+    store_degraded: IntGauge,
     resyncs: IntCounter,
     open_seconds: Histogram,
     probes: IntCounterVec,
@@ -232,6 +233,10 @@ impl BreakerMetrics {
             ),
             &["operation"],
         )?;
+        let store_degraded = IntGauge::new(
+            "wagate_store_degraded",
+            "1 while this replica cannot reach the breaker store and serves from its snapshot (/readyz says degraded), else 0.",
+        )?;
         let resyncs = IntCounter::new(
             "wagate_store_resyncs_total",
             "Full reloads of the breaker snapshot from the store.",
@@ -258,6 +263,7 @@ impl BreakerMetrics {
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_degraded.clone()))?;
         registry.register(Box::new(resyncs.clone()))?;
         registry.register(Box::new(open_seconds.clone()))?;
         registry.register(Box::new(probes.clone()))?;
@@ -279,6 +285,7 @@ impl BreakerMetrics {
             transitions,
             refused,
             store_errors,
+            store_degraded,
             resyncs,
             open_seconds,
             probes,
@@ -350,6 +357,11 @@ impl BreakerMetrics {
     /// Counts a failed store operation.
     pub fn store_error(&self, operation: &str) {
         self.store_errors.with_label_values(&[operation]).inc();
+    }
+
+    /// Whether the store is unreachable now, for `wagate_store_degraded`.
+    pub fn store_degraded(&self, degraded: bool) {
+        self.store_degraded.set(i64::from(degraded));
     }
 
     /// Counts a full resync.

@@ -186,6 +186,7 @@ async fn killing_redis_under_load_fails_static_and_recovers() {
     let outage = Instant::now();
     wait_for_readiness(admin, "degraded").await;
     let noticed = outage.elapsed();
+    assert_eq!(metric(admin, "wagate_store_degraded").await, 1.0);
 
     // 3. Load during the outage: closed numbers all pass, A stays refused.
     let load_started = Instant::now();
@@ -251,6 +252,7 @@ async fn killing_redis_under_load_fails_static_and_recovers() {
     })
     .await;
     wait_for_readiness(admin, "ready").await;
+    assert_eq!(metric(admin, "wagate_store_degraded").await, 0.0);
     assert_eq!(metric(admin, STORED_TRIPS).await, 2.0);
 
     assert_refused(send(&client, &base, A).await, "A after the outage").await;

@@ -485,6 +485,13 @@ impl Breakers {
         self.inner.degraded.load(Ordering::Acquire) || !self.inner.store.is_healthy()
     }
 
+    /// Sets `wagate_store_degraded` to what [`is_degraded`](Self::is_degraded)
+    /// says now. Called before each scrape, so the gauge agrees with
+    /// `/readyz` and the store path has no gauge to keep.
+    pub fn refresh_store_gauge(&self) {
+        self.inner.metrics.store_degraded(self.is_degraded());
+    }
+
     /// `"embedded"` or `"redis"`.
     pub fn store_kind(&self) -> &'static str {
         self.inner.store.kind()

@@ -17,6 +17,8 @@ use wagate::config::{RedisUrl, Store};
 use wagate::store::{BreakerStore, CasOutcome};
 
 const ACL_PASSWORD: &str = "pw-ACL-7781";
+const SENTINEL_USER: &str = "watcher";
+const SENTINEL_PASSWORD: &str = "pw-SENTINEL-4417";
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn store_config(url: &str) -> Store {
@@ -70,6 +72,7 @@ async fn an_acl_user_connects_and_its_password_never_shows() {
         .expect("a wrong password is refused")
         .to_string();
     assert!(!error.contains(ACL_PASSWORD), "{error}");
+    assert!(error.contains("refused wagate's credentials"), "{error}");
 
     // The real gateway: check-config and its logs show the user, never the
     // password, and a refused password stops start-up saying so.
@@ -324,4 +327,36 @@ async fn a_sentinel_master_is_followed_across_a_failover() {
         .query(&mut replica.connection())
         .unwrap();
     assert_eq!(stored.as_deref(), Some("{\"after\":\"failover\"}"));
+}
+
+/// Sentinels that take clients only as an ACL user of their own, in front
+/// of a master with another user: without `store.sentinel_*` the store
+/// cannot open and says why without a password; with them it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_a_user_of_their_own() {
+    let master = acl_server();
+    let sentinel =
+        RedisSentinel::start_with_user(master.port(), Some((SENTINEL_USER, SENTINEL_PASSWORD)));
+    let url = sentinel
+        .url()
+        .replace("sentinel://", &format!("sentinel://wagate:{ACL_PASSWORD}@"));
+
+    let refused = wagate::store::open(&store_config(&url))
+        .await
+        .err()
+        .expect("Sentinels that ask for a user refuse a store without one");
+    let message = refused.to_string();
+    assert!(!message.contains(ACL_PASSWORD), "{message}");
+    assert!(message.contains("store.sentinel_password"), "{message}");
+
+    let mut config = store_config(&url);
+    config.sentinel_username = SENTINEL_USER.to_owned();
+    config.sentinel_password = wagate::config::Secret::new(SENTINEL_PASSWORD);
+    let printed = format!("{config:?}");
+    assert!(!printed.contains(SENTINEL_PASSWORD), "{printed}");
+    assert!(!printed.contains(ACL_PASSWORD), "{printed}");
+    let store = wagate::store::open(&config)
+        .await
+        .expect("open with the Sentinels' user");
+    round_trip(store.as_ref(), "1003").await;
 }

@@ -285,6 +285,13 @@ pub struct Store {
     pub tls_cert_file: PathBuf,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: PathBuf,
+    /// The user wagate asks the Sentinels as, for `redis+sentinel://` URLs
+    /// whose Sentinels have ACL users. Empty: the default user.
+    pub sentinel_username: String,
+    /// The Sentinels' own password (`requirepass` in sentinel.conf), for
+    /// `redis+sentinel://` URLs; the master's is in the URL. Empty: the
+    /// Sentinels are asked without one.
+    pub sentinel_password: Secret,
 }
 
 impl Default for Store {
@@ -295,6 +302,8 @@ impl Default for Store {
             tls_ca_file: PathBuf::new(),
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
+            sentinel_username: String::new(),
+            sentinel_password: Secret::default(),
         }
     }
 }

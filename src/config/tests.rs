@@ -227,6 +227,14 @@ const REJECTED: &[(&str, &str)] = &[
         "[store]\ntls_cert_file = \"client.crt\"",
         "store.tls_key_file",
     ),
+    (
+        "[store]\nredis_url = \"redis://r:6379\"\nsentinel_password = \"pw\"",
+        "store.sentinel_password",
+    ),
+    (
+        "[store]\nsentinel_username = \"watcher\"",
+        "store.sentinel_password",
+    ),
     ("[webhook]\npath = \"/\"", "webhook.path"),
     ("[webhook]\npath = \"webhooks\"", "webhook.path"),
     ("[webhook]\npath = \"/hook?x=1\"", "webhook.path"),

@@ -124,6 +124,14 @@ impl Config {
             redis_url(url).map_err(|reason| ConfigError::invalid("store.redis_url", reason))?;
         }
         let store = &self.store;
+        let sentinel_auth =
+            !store.sentinel_username.is_empty() || !store.sentinel_password.is_empty();
+        if sentinel_auth && sentinels == 0 {
+            return Err(ConfigError::invalid(
+                "store.sentinel_password",
+                "store.sentinel_username and store.sentinel_password apply to redis+sentinel:// URLs only",
+            ));
+        }
         if store.tls_cert_file.as_os_str().is_empty() != store.tls_key_file.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 "store.tls_key_file",

@@ -26,7 +26,7 @@ pub mod embedded;
 pub mod redis;
 
 pub use self::embedded::{EmbeddedOptions, EmbeddedStore};
-pub use self::redis::{RedisOptions, RedisStore};
+pub use self::redis::{RedisOptions, RedisStore, SentinelAuth};
 
 /// How many change events a slow subscriber may fall behind before it sees
 /// `RecvError::Lagged`, which it must treat like [`StoreEvent::Resync`].
@@ -336,8 +336,15 @@ pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn BreakerStore>
         .filter(|url| !url.is_empty())
         .map(str::to_owned)
         .collect();
+    let sentinel_auth = (!config.sentinel_username.is_empty()
+        || !config.sentinel_password.is_empty())
+    .then(|| SentinelAuth {
+        username: config.sentinel_username.clone(),
+        password: config.sentinel_password.clone(),
+    });
     let options = RedisOptions {
         tls: tls_certificates(config)?,
+        sentinel_auth,
         ..RedisOptions::default()
     };
     Ok(Arc::new(RedisStore::connect(&urls, options).await?))

@@ -28,6 +28,8 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use redis::{Client, RedisError, RetryMethod, Script};
 use tokio::sync::broadcast;
 
+use crate::config::Secret;
+
 use super::{
     BreakerStore, CasOutcome, EVENT_CAPACITY, ListedVersion, NumberLink, StoreError, StoreEvent,
     StoredRecord, Write, merge,
@@ -67,6 +69,19 @@ pub struct RedisOptions {
     /// The CA (and, for mutual TLS, the client certificate and key) for
     /// `rediss://` URLs; `None` trusts the system's roots.
     pub tls: Option<redis::TlsCertificates>,
+    /// The user and password wagate asks `redis+sentinel://` Sentinels
+    /// with; `None` asks them without credentials.
+    pub sentinel_auth: Option<SentinelAuth>,
+}
+
+/// Credentials for the Sentinels themselves (not the master, whose are in
+/// the URL).
+#[derive(Clone, Debug, Default)]
+pub struct SentinelAuth {
+    /// Empty: the default user.
+    pub username: String,
+    /// Printed `<redacted>`.
+    pub password: Secret,
 }
 
 impl Default for RedisOptions {
@@ -79,6 +94,7 @@ impl Default for RedisOptions {
             command_timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(2),
             tls: None,
+            sentinel_auth: None,
         }
     }
 }
@@ -197,6 +213,13 @@ fn open_client(url: &str, tls: Option<&redis::TlsCertificates>) -> Result<Client
     }
 }
 
+/// Whether Redis (or a Sentinel) refused the credentials, or asked for
+/// some where none were given.
+fn is_refusal(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+}
+
 /// Errors that mean "Redis is not there" (as opposed to "Redis said no").
 fn is_outage(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || !matches!(e.retry_method(), RetryMethod::NoRetry)
@@ -237,7 +260,11 @@ impl RedisStore {
         };
         let timeout = options.command_timeout;
         let sentinel_client = if urls.iter().any(|url| sentinel::is_sentinel(url)) {
-            Some(sentinel::client(urls, options.tls.as_ref())?)
+            Some(sentinel::client(
+                urls,
+                options.tls.as_ref(),
+                options.sentinel_auth.as_ref(),
+            )?)
         } else {
             None
         };
@@ -253,6 +280,7 @@ impl RedisStore {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
+        let through_sentinels = sentinel_client.is_some();
         let connecting = async {
             if let Some(client) = sentinel_client {
                 let sentinel = SentinelConn::connect(client, timeout).await?;
@@ -270,6 +298,17 @@ impl RedisStore {
                 return Err(StoreError::Unavailable(
                     "redis connect timed out".to_owned(),
                 ));
+            }
+            Ok(Err(e)) if is_refusal(&e) => {
+                let which = if through_sentinels {
+                    "the Sentinels' own user and password are store.sentinel_username and \
+                     store.sentinel_password; the master's go in the URL"
+                } else {
+                    "the user and password go in the URL, redis://user:password@host:port/"
+                };
+                return Err(StoreError::Config(format!(
+                    "redis refused wagate's credentials ({e}): {which}"
+                )));
             }
             Ok(Err(e)) if is_outage(&e) => return Err(StoreError::Unavailable(e.to_string())),
             Ok(Err(e)) => return Err(StoreError::Redis(e)),

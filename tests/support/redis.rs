@@ -348,6 +348,8 @@ pub fn commandstats(url: &str) -> HashMap<String, u64> {
 pub struct RedisSentinel {
     child: Option<Child>,
     port: u16,
+    /// The Sentinel's own ACL user and password, if it has one.
+    auth: Option<(String, String)>,
     _dir: TempDir,
 }
 
@@ -358,21 +360,29 @@ impl RedisSentinel {
     /// Starts a Sentinel watching `master_port`, quorum 1, declaring the
     /// master down after 1 s, and waits until it names the master.
     pub fn start(master_port: u16) -> Self {
+        Self::start_with_user(master_port, None)
+    }
+
+    /// [`start`](Self::start), the Sentinel itself taking clients only as
+    /// the ACL user `auth` (name, password): its default user is off.
+    pub fn start_with_user(master_port: u16, auth: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let port = free_port(false);
         let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "bind 127.0.0.1\nport {port}\ndir {}\nlogfile {}\n\
-                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
-                dir.path().display(),
-                dir.path().join("sentinel.log").display(),
-            ),
-        )
-        .expect("write sentinel.conf");
+        let mut text = format!(
+            "bind 127.0.0.1\nport {port}\ndir {}\nlogfile {}\n\
+             sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+            dir.path().display(),
+            dir.path().join("sentinel.log").display(),
+        );
+        if let Some((user, password)) = auth {
+            text.push_str(&format!(
+                "user {user} on >{password} ~* &* +@all\nuser default off\n"
+            ));
+        }
+        std::fs::write(&conf, text).expect("write sentinel.conf");
         let binary = std::env::var_os("WAGATE_TEST_REDIS_SENTINEL")
             .unwrap_or_else(|| "redis-sentinel".into());
         let child = Command::new(&binary)
@@ -387,6 +397,7 @@ impl RedisSentinel {
         let sentinel = Self {
             child: Some(child),
             port,
+            auth: auth.map(|(user, password)| (user.to_owned(), password.to_owned())),
             _dir: dir,
         };
         let deadline = Instant::now() + START_DEADLINE;
@@ -405,9 +416,20 @@ impl RedisSentinel {
         format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_MASTER}", self.port)
     }
 
+    /// A plain connection to the Sentinel, as its user if it has one.
+    fn connection(&self) -> Option<redis::Connection> {
+        let auth = self
+            .auth
+            .as_ref()
+            .map_or_else(String::new, |(user, password)| {
+                format!("{user}:{password}@")
+            });
+        connect(&format!("redis://{auth}127.0.0.1:{}/", self.port)).ok()
+    }
+
     /// The master's port as the Sentinel names it now.
     pub fn master_port(&self) -> Option<u16> {
-        let mut conn = connect(&format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        let mut conn = self.connection()?;
         let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(SENTINEL_MASTER)
@@ -418,7 +440,7 @@ impl RedisSentinel {
 
     /// How many replicas of the master the Sentinel knows.
     pub fn replicas(&self) -> usize {
-        let Ok(mut conn) = connect(&format!("redis://127.0.0.1:{}/", self.port)) else {
+        let Some(mut conn) = self.connection() else {
             return 0;
         };
         redis::cmd("SENTINEL")

@@ -127,3 +127,17 @@ fn a_comma_in_a_password_stays_in_its_url_and_hidden() {
         "{shown}"
     );
 }
+
+#[test]
+fn the_sentinels_password_never_shows() {
+    let c = Config::from_toml_str(
+        "[store]\nredis_url = \"redis+sentinel://s1:26379/main\"\nsentinel_username = \"watcher\"\n",
+        &env(&[("WAGATE_STORE__SENTINEL_PASSWORD", "pw-SENTINEL-8484")]),
+    )
+    .expect("parses");
+    assert_eq!(c.store.sentinel_password.expose(), "pw-SENTINEL-8484");
+    for text in [format!("{c:?}"), c.to_redacted_toml()] {
+        assert!(!text.contains("SENTINEL-8484"), "{text}");
+        assert!(text.contains("watcher"), "{text}");
+    }
+}

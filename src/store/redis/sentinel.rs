@@ -1,11 +1,13 @@
 //! `redis+sentinel://` URLs: a group of Redis Sentinels and the name of the
 //! master they watch, `redis+sentinel://[user:password@]host:port/<master>[/<db>]`,
 //! one URL per Sentinel, comma-separated. The user and password are the
-//! master's (Sentinels themselves are asked without credentials).
+//! master's; the Sentinels' own (`store.sentinel_username`,
+//! `store.sentinel_password`) come apart, as [`SentinelAuth`].
 
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{IntoConnectionInfo, TlsCertificates};
 
+use super::SentinelAuth;
 use crate::store::StoreError;
 
 const SCHEME: &str = "redis+sentinel://";
@@ -71,10 +73,11 @@ fn parts(url: &str, position: usize) -> Result<Parts, StoreError> {
 }
 
 /// The Sentinel client for `urls`. The master is reached over TLS when `tls`
-/// is set (`store.tls_ca_file`).
+/// is set (`store.tls_ca_file`); the Sentinels are asked with `auth`.
 pub(super) fn client(
     urls: &[String],
     tls: Option<&TlsCertificates>,
+    auth: Option<&SentinelAuth>,
 ) -> Result<SentinelClient, StoreError> {
     let all: Vec<Parts> = urls
         .iter()
@@ -93,7 +96,7 @@ pub(super) fn client(
     }
     // The URL is only parsed for its credentials and database; it names no
     // reachable host. Errors never quote it: it may carry a password.
-    let redis = first
+    let master = first
         .node
         .as_str()
         .into_connection_info()
@@ -102,48 +105,42 @@ pub(super) fn client(
         })?
         .redis_settings()
         .clone();
-    let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
-    if tls.is_some() {
-        node = node.set_tls_mode(redis::TlsMode::Secure);
+    let sentinels = all
+        .iter()
+        .map(|p| {
+            p.sentinel
+                .as_str()
+                .into_connection_info()
+                .map(|info| info.addr().clone())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::Redis)?;
+    let mut builder =
+        SentinelClientBuilder::new(sentinels, first.master.clone(), SentinelServerType::Master)
+            .map_err(|e| StoreError::Config(format!("redis sentinel: {e}")))?
+            .set_client_to_redis_db(master.db());
+    if let Some(user) = master.username() {
+        builder = builder.set_client_to_redis_username(user);
     }
-    let sentinels: Vec<&str> = all.iter().map(|p| p.sentinel.as_str()).collect();
-    let built = match tls {
-        Some(certs) => redis::sentinel::SentinelClientBuilder::new(
-            sentinels
-                .iter()
-                .map(|s| s.into_connection_info().map(|info| info.addr().clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(StoreError::Redis)?,
-            first.master.clone(),
-            SentinelServerType::Master,
-        )
-        .and_then(|builder| {
-            let builder = builder
-                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                .set_client_to_redis_certificates(certs.clone());
-            let info = node_settings(&first.node)?;
-            let builder = match info.username() {
-                Some(user) => builder.set_client_to_redis_username(user),
-                None => builder,
-            };
-            let builder = match info.password() {
-                Some(password) => builder.set_client_to_redis_password(password),
-                None => builder,
-            };
-            builder.set_client_to_redis_db(info.db()).build()
-        }),
-        None => SentinelClient::build(
-            sentinels,
-            first.master.clone(),
-            Some(node),
-            SentinelServerType::Master,
-        ),
-    };
-    built.map_err(|e| StoreError::Config(format!("redis sentinel: {e}")))
-}
-
-fn node_settings(url: &str) -> redis::RedisResult<redis::RedisConnectionInfo> {
-    Ok(url.into_connection_info()?.redis_settings().clone())
+    if let Some(password) = master.password() {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(certs) = tls {
+        builder = builder
+            .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+            .set_client_to_redis_certificates(certs.clone());
+    }
+    if let Some(auth) = auth {
+        if !auth.username.is_empty() {
+            builder = builder.set_client_to_sentinel_username(&auth.username);
+        }
+        if !auth.password.is_empty() {
+            builder = builder.set_client_to_sentinel_password(auth.password.expose());
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| StoreError::Config(format!("redis sentinel: {e}")))
 }
 
 #[cfg(test)]
@@ -182,6 +179,6 @@ mod tests {
             "redis+sentinel://a:26379/m".to_owned(),
             "redis+sentinel://b:26379/other".to_owned(),
         ];
-        assert!(client(&mixed, None).is_err());
+        assert!(client(&mixed, None, None).is_err());
     }
 }

@@ -47,8 +47,10 @@ pub enum RunError {
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     /// The breaker store could not be opened (an unreadable embedded file,
-    /// a bad Redis URL). An unreachable Redis is not an error: the gateway
-    /// starts degraded and catches up.
+    /// a bad Redis URL, refused credentials, or a Redis unreachable at
+    /// start: a replica with no snapshot would forward sends for numbers
+    /// the others know are locked, so it exits and is restarted instead).
+    /// A store lost once running is served fail-static.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     /// The rules table is invalid (config validation should have caught it).

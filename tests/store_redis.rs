@@ -402,3 +402,31 @@ async fn works_on_a_three_master_cluster() {
 
     assert_races_have_one_winner(&a, &b, &spread).await;
 }
+
+/// A replica started while its Redis is down has no snapshot to serve from,
+/// and would forward sends for numbers the others know are locked: it exits
+/// with the reason instead, for its supervisor to restart it.
+#[tokio::test]
+async fn a_gateway_started_while_redis_is_down_exits_saying_so() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    let gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(["serve", "--config", "/dev/null"])
+        .env("WAGATE_STORE__REDIS_URL", &url)
+        .env("WAGATE_LISTEN__PROXY", "127.0.0.1:0")
+        .env("WAGATE_LISTEN__ADMIN", "127.0.0.1:0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(20), gateway.wait_with_output())
+        .await
+        .expect("the gateway exits without its store")
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("breaker store unavailable"), "{log}");
+}

@@ -1,6 +1,7 @@
 //! Redis as people run it: an ACL user with a password, TLS with a private
 //! CA (and mutual TLS), and a master found through Redis Sentinel that fails
-//! over. Real `redis-server` and `redis-sentinel` processes on free loopback
+//! over, is reached over TLS, or sits behind Sentinels with a user of their
+//! own. Real `redis-server` and `redis-sentinel` processes on free loopback
 //! ports; certificates made by `openssl` for the test.
 
 mod support;
@@ -336,7 +337,7 @@ async fn a_sentinel_master_is_followed_across_a_failover() {
 async fn sentinels_with_a_user_of_their_own() {
     let master = acl_server();
     let sentinel =
-        RedisSentinel::start_with_user(master.port(), Some((SENTINEL_USER, SENTINEL_PASSWORD)));
+        RedisSentinel::start_with(master.port(), Some((SENTINEL_USER, SENTINEL_PASSWORD)), "");
     let url = sentinel
         .url()
         .replace("sentinel://", &format!("sentinel://wagate:{ACL_PASSWORD}@"));
@@ -359,4 +360,42 @@ async fn sentinels_with_a_user_of_their_own() {
         .await
         .expect("open with the Sentinels' user");
     round_trip(store.as_ref(), "1003").await;
+}
+
+/// A master reached over TLS through the Sentinels, which watch its TLS
+/// port (over TLS themselves) and so name that port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_named_master_is_reached_over_tls() {
+    let (_master, tls_port, certs) = tls_server(false);
+    let path = |name: &str| certs.path().join(name).display().to_string();
+    let sentinel = RedisSentinel::start_with(
+        tls_port,
+        None,
+        &format!(
+            "tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+            path("server.crt"),
+            path("server.key"),
+            path("ca.crt"),
+        ),
+    );
+    assert_eq!(sentinel.master_port(), Some(tls_port));
+    let mut config = store_config(&sentinel.url());
+    config.tls_ca_file = certs.path().join("ca.crt");
+    let store = wagate::store::open(&config)
+        .await
+        .expect("open the Sentinel-named master over TLS");
+    round_trip(store.as_ref(), "1004").await;
+
+    // Without store.tls_ca_file the master is asked in plain text, which its
+    // TLS port refuses.
+    let untrusted = tokio::time::timeout(
+        DEADLINE,
+        wagate::store::open(&store_config(&sentinel.url())),
+    )
+    .await
+    .expect("answered within the deadline");
+    assert!(
+        untrusted.is_err(),
+        "a plain connection to a TLS port is refused"
+    );
 }

@@ -360,12 +360,13 @@ impl RedisSentinel {
     /// Starts a Sentinel watching `master_port`, quorum 1, declaring the
     /// master down after 1 s, and waits until it names the master.
     pub fn start(master_port: u16) -> Self {
-        Self::start_with_user(master_port, None)
+        Self::start_with(master_port, None, "")
     }
 
     /// [`start`](Self::start), the Sentinel itself taking clients only as
-    /// the ACL user `auth` (name, password): its default user is off.
-    pub fn start_with_user(master_port: u16, auth: Option<(&str, &str)>) -> Self {
+    /// the ACL user `auth` (name, password; its default user is off), with
+    /// `extra` lines appended to its sentinel.conf.
+    pub fn start_with(master_port: u16, auth: Option<(&str, &str)>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let port = free_port(false);
         let conf = dir.path().join("sentinel.conf");
@@ -382,6 +383,7 @@ impl RedisSentinel {
                 "user {user} on >{password} ~* &* +@all\nuser default off\n"
             ));
         }
+        text.push_str(extra);
         std::fs::write(&conf, text).expect("write sentinel.conf");
         let binary = std::env::var_os("WAGATE_TEST_REDIS_SENTINEL")
             .unwrap_or_else(|| "redis-sentinel".into());

@@ -238,6 +238,63 @@ async fn throttling_cools_a_number_down_and_pair_limits_back_off_one_recipient()
     assert_eq!(to("+15550005678").await.unwrap().status(), StatusCode::OK);
 }
 
+/// A rule of WABA scope: 131031 on one number opens every known number of
+/// its WABA, before any of their sends reaches Meta; a number of no known
+/// WABA goes on.
+#[tokio::test]
+async fn a_waba_scope_rule_opens_every_known_number_of_the_waba() {
+    const SIBLING: &str = "200000000000003";
+    const WABA: &str = "300000000000001";
+    let sim = sim().await;
+    sim.sim.lock(LOCKED);
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = InProcess::start(sim.addr, |c| {
+        embedded(&dir)(c);
+        c.rules = vec![Rule {
+            codes: CodeMatch::one(131031),
+            action: Action::Trip,
+            scope: Scope::Waba,
+            cooldown: None,
+        }];
+        c.wabas = vec![wagate::config::Waba {
+            id: WABA.to_owned(),
+            numbers: vec![LOCKED.to_owned(), SIBLING.to_owned()],
+            token: wagate::config::Secret::default(),
+        }];
+    })
+    .await;
+    let base = gateway.url();
+    assert_eq!(send(&base, LOCKED).await.status(), StatusCode::FORBIDDEN);
+    support::wait_until_async(
+        Duration::from_secs(10),
+        "the WABA's numbers are open",
+        || async {
+            metric(
+                gateway.admin,
+                r#"wagate_breakers{kind="number",state="open"}"#,
+            )
+            .await
+                == 2.0
+        },
+    )
+    .await;
+    assert_refused(send(&base, SIBLING).await, 131031, None).await;
+    assert_eq!(
+        sim.sim.counts(SIBLING).messages,
+        0,
+        "the sibling never reached Meta"
+    );
+    assert_eq!(send(&base, OTHER).await.status(), StatusCode::OK);
+
+    let (_, sibling) = admin_get(gateway.admin, &format!("/admin/breakers/{SIBLING}")).await;
+    assert_eq!(sibling["source"], "response", "{sibling}");
+    assert_eq!(
+        sibling["details"],
+        format!("WABA {WABA}: 131031 on {LOCKED}"),
+        "{sibling}"
+    );
+}
+
 #[tokio::test]
 async fn embedded_store_keeps_an_open_breaker_across_a_kill() {
     let sim = sim().await;

@@ -920,3 +920,39 @@ async fn the_send_cap_refuses_past_the_rate_and_an_upgrade_raises_it() {
         assert_eq!(send(&gateway, number).await.status(), StatusCode::OK);
     }
 }
+
+/// A failed status under a rule of WABA scope opens the WABA's other known
+/// numbers before the delivery is acknowledged.
+#[tokio::test]
+async fn a_failed_status_under_a_waba_scope_rule_opens_the_whole_waba() {
+    const SIBLING: &str = "200000000000009";
+    let sim = sim().await;
+    let receiver = Receiver::start(200).await;
+    let gateway = InProcess::start(sim.addr, |c| {
+        forwarding_to(&receiver)(c);
+        c.rules = vec![wagate::breaker::Rule {
+            codes: wagate::breaker::CodeMatch::one(131031),
+            action: wagate::breaker::Action::Trip,
+            scope: wagate::breaker::Scope::Waba,
+            cooldown: None,
+        }];
+        c.wabas = vec![wagate::config::Waba {
+            id: "100000000000001".to_owned(),
+            numbers: vec![SIBLING.to_owned()],
+            token: Secret::default(),
+        }];
+    })
+    .await;
+    assert_eq!(send(&gateway, SIBLING).await.status(), StatusCode::OK);
+    deliver_signed(&gateway, &failed_batch(&[NUMBER], 131031)).await;
+    for number in [NUMBER, SIBLING] {
+        assert_eq!(
+            send(&gateway, number).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{number} once the delivery is acknowledged"
+        );
+    }
+    assert_eq!(sim.sim.counts(SIBLING).messages, 1);
+    let (_, sibling) = admin(&gateway, &format!("/admin/breakers/{SIBLING}")).await;
+    assert_eq!(sibling["source"], "webhook", "{sibling}");
+}

@@ -148,8 +148,10 @@ pub enum Scope {
     /// That number and one recipient: applies only to pair keys, which the
     /// caller builds for the send's recipient.
     Pair,
-    /// The whole WABA. Accepted in config; until numbers are mapped to their
-    /// WABA, such a rule acts on the number the error was seen on.
+    /// The whole WABA: the number the error was seen on, as for `Number`,
+    /// and (for `trip` and `cooldown`) every other number the store knows
+    /// belongs to its WABA, through `Breakers::spread_to_waba`. A number of
+    /// no known WABA is acted on alone.
     Waba,
 }
 

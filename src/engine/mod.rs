@@ -222,10 +222,22 @@ impl Breakers {
     ///
     /// Applied to the snapshot before this returns, so the next send is
     /// refused on this replica at once; the store write follows.
+    ///
+    /// A rule of WABA scope also opens the WABA's other known numbers, in a
+    /// task of its own: the response is not held for the store.
     pub fn observe(&self, number: &str, error: &GraphError, recipient: Option<&str>) {
         let key = self.key_for(number, error.code, recipient);
-        let event = Event::GraphError(Observed::from(error));
-        self.inner.submit(key, event, now(), None);
+        let observed = Observed::from(error);
+        if self.spreads(error.code) {
+            let (breakers, number, observed) = (self.clone(), number.to_owned(), observed.clone());
+            tokio::spawn(async move {
+                if let Err(error) = breakers.spread_to_waba(&number, &observed).await {
+                    warn!(%error, number, "a WABA-scope trip did not reach the WABA's numbers");
+                }
+            });
+        }
+        self.inner
+            .submit(key, Event::GraphError(observed), now(), None);
     }
 
     /// The breaker an error `code` for `number` belongs to: the pair of

@@ -12,8 +12,8 @@ use tracing::{info, warn};
 
 use super::{Breakers, OperatorOutcome, now};
 use crate::breaker::{
-    BreakerKey, EventAction, EventRule, Observed, OperatorAction, Restriction, Source,
-    TrafficClass, UnixMillis,
+    Action, BreakerKey, EventAction, EventRule, Observed, OperatorAction, Restriction, Scope,
+    Source, TrafficClass, UnixMillis,
 };
 use crate::store::{NumberLink, StoreError};
 
@@ -341,6 +341,77 @@ impl Breakers {
             gate_changed,
             numbers: futures_util::future::join_all(applying).await,
         })
+    }
+
+    /// Whether the rule of `code` opens breakers across the whole WABA: a
+    /// `trip` or `cooldown` with `scope = "waba"`.
+    pub(super) fn spreads(&self, code: i64) -> bool {
+        let verdict = self.inner.rules.classify(code);
+        verdict.scope == Scope::Waba && matches!(verdict.action, Action::Trip | Action::Cooldown)
+    }
+
+    /// For a rule of WABA scope: `observed`, seen on `number`, applied to
+    /// every other number known to belong to the same WABA, each through its
+    /// own breaker (and its own health-gated release), and stored before
+    /// this returns. Numbers learned later are not opened: they open on
+    /// their own first such error. Returns how many numbers it reached; none
+    /// when the rule is not of WABA scope or the number's WABA is not known
+    /// (the rule then acts on the number alone).
+    pub async fn spread_to_waba(
+        &self,
+        number: &str,
+        observed: &Observed,
+    ) -> Result<usize, StoreError> {
+        if !self.spreads(observed.code) {
+            return Ok(0);
+        }
+        let Some(link) = self.link_of(number).await? else {
+            return Ok(0);
+        };
+        let others: Vec<NumberLink> = self
+            .numbers_of(&link.waba)
+            .await?
+            .into_iter()
+            .filter(|other| other.number != number)
+            .collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        warn!(
+            waba = %link.waba,
+            number,
+            code = observed.code,
+            numbers = others.len(),
+            "a WABA-scope rule: opening the WABA's other numbers"
+        );
+        let details = format!("WABA {}: {} on {number}", link.waba, observed.code);
+        let opening = others.iter().map(|other| {
+            let observed = Observed {
+                details: Some(details.clone()),
+                wamid: None,
+                ..observed.clone()
+            };
+            self.observe_and_store(BreakerKey::for_number(&other.number), observed)
+        });
+        for outcome in futures_util::future::join_all(opening).await {
+            outcome?;
+        }
+        Ok(others.len())
+    }
+
+    /// [`observe_and_store`](Self::observe_and_store) for an error Meta
+    /// reported on `number` after the fact (a status webhook), then
+    /// [`spread_to_waba`](Self::spread_to_waba): returns once both are
+    /// stored.
+    pub async fn observe_reported(
+        &self,
+        number: String,
+        key: BreakerKey,
+        observed: Observed,
+    ) -> Result<OperatorOutcome, StoreError> {
+        let own = self.observe_and_store(key, observed.clone()).await;
+        self.spread_to_waba(&number, &observed).await?;
+        own
     }
 
     /// Every number the store knows a WABA of.

@@ -92,7 +92,7 @@ pub(super) async fn apply(
                     wamid,
                     wait_hint: None,
                 };
-                observations.push(breakers.observe_and_store(key, observed));
+                observations.push(breakers.observe_reported(number, key, observed));
             }
             Item::AccountUpdate(update) => {
                 metrics.change("account_update");

@@ -332,7 +332,7 @@ on_both_stores! {
             assert!(store.link(link("2", "W1", None)).await.unwrap());
             assert!(store.link(link("3", "W2", None)).await.unwrap());
             assert_eq!(store.waba("W1").await.unwrap(), None);
-            assert!(store.waba_ids().await.unwrap().is_empty());
+            assert!(store.waba_records().await.unwrap().is_empty());
             store.set_waba("W1", "{\"tripped\":true}".to_owned()).await.unwrap();
             // A record for a WABA no number is known of yet.
             store.set_waba("W9", "{}".to_owned()).await.unwrap();
@@ -354,9 +354,15 @@ on_both_stores! {
         assert_eq!(numbers, ["1", "2"]);
         assert_eq!(store.links().await.unwrap().len(), 3);
         assert_eq!(store.waba("W1").await.unwrap().as_deref(), Some("{\"tripped\":true}"));
-        let mut ids = store.waba_ids().await.unwrap();
-        ids.sort();
-        assert_eq!(ids, ["W1", "W9"]);
+        let mut records = store.waba_records().await.unwrap();
+        records.sort();
+        assert_eq!(
+            records,
+            [
+                ("W1".to_owned(), "{\"tripped\":true}".to_owned()),
+                ("W9".to_owned(), "{}".to_owned())
+            ]
+        );
         // A number moved to another WABA is moved, and loses the display
         // number of its old one.
         assert!(store.link(link("1", "W2", None)).await.unwrap());

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::breakers::outcome_word;
 use super::{AdminState, change, client_ip, error};
 use crate::breaker::OperatorAction;
-use crate::engine::OperatorOutcome;
+use crate::engine::{OperatorOutcome, WabaRecord};
 
 fn unavailable(e: &impl std::fmt::Display) -> Response {
     error(
@@ -27,15 +27,16 @@ fn unavailable(e: &impl std::fmt::Display) -> Response {
 /// how many are not closed, and its gate. A WABA held (or restricted) before
 /// any number of it was seen is listed too, with no numbers.
 pub(super) async fn list(State(state): State<AdminState>) -> Response {
-    let (links, recorded) =
-        match futures_util::future::try_join(state.breakers.links(), state.breakers.waba_ids())
+    let (links, records) =
+        match futures_util::future::try_join(state.breakers.links(), state.breakers.waba_records())
             .await
         {
             Ok(found) => found,
             Err(e) => return unavailable(&e),
         };
+    let mut records: BTreeMap<String, WabaRecord> = records.into_iter().collect();
     let mut by_waba: BTreeMap<String, (usize, usize)> =
-        recorded.into_iter().map(|waba| (waba, (0, 0))).collect();
+        records.keys().map(|waba| (waba.clone(), (0, 0))).collect();
     for link in &links {
         let counts = by_waba.entry(link.waba.clone()).or_default();
         counts.0 += 1;
@@ -43,17 +44,15 @@ pub(super) async fn list(State(state): State<AdminState>) -> Response {
             counts.1 += 1;
         }
     }
-    let records = by_waba.keys().map(|waba| state.breakers.waba_record(waba));
-    let records = futures_util::future::join_all(records).await;
     let wabas: Vec<_> = by_waba
-        .iter()
-        .zip(records)
-        .map(|((waba, (numbers, not_closed)), record)| {
+        .into_iter()
+        .map(|(waba, (numbers, not_closed))| {
+            let gate = records.remove(&waba).and_then(|r| r.gate);
             json!({
                 "waba": waba,
                 "numbers": numbers,
                 "not_closed": not_closed,
-                "gate": record.ok().and_then(|r| r.gate),
+                "gate": gate,
             })
         })
         .collect();

@@ -419,9 +419,18 @@ impl Breakers {
         self.inner.store.links().await
     }
 
-    /// Every WABA with a record of its own (a gate, restrictions, events).
-    pub async fn waba_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.store.waba_ids().await
+    /// Every WABA with a record of its own (a gate, restrictions, events),
+    /// in one store read. A record that does not parse reads as empty, as
+    /// in [`waba_record`](Self::waba_record).
+    pub async fn waba_records(&self) -> Result<Vec<(String, WabaRecord)>, StoreError> {
+        Ok(self
+            .inner
+            .store
+            .waba_records()
+            .await?
+            .into_iter()
+            .map(|(waba, body)| (waba, serde_json::from_str(&body).unwrap_or_default()))
+            .collect())
     }
 
     /// The numbers known to belong to `waba`.

@@ -451,15 +451,15 @@ impl BreakerStore for EmbeddedStore {
         })
     }
 
-    fn waba_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+    fn waba_records(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
         self.read(|db, path, _| {
             let table = read_table(db, path, WABAS)?;
-            let mut ids = Vec::new();
+            let mut records = Vec::new();
             for row in table.iter().map_err(|e| db_error(path, e))? {
-                let (key, _) = row.map_err(|e| db_error(path, e))?;
-                ids.push(key.value().to_owned());
+                let (key, value) = row.map_err(|e| db_error(path, e))?;
+                records.push((key.value().to_owned(), value.value().to_owned()));
             }
-            Ok(ids)
+            Ok(records)
         })
     }
 

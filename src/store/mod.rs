@@ -268,10 +268,10 @@ pub trait BreakerStore: Send + Sync + 'static {
     /// The WABA's record, if any.
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
-    /// Every WABA that has a record, in no set order: a WABA can have one
-    /// (an account event, an operator's hold) before any number of it is
-    /// known.
-    fn waba_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// Every WABA record as (WABA, record), in no set order, in one read: a
+    /// WABA can have one (an account event, an operator's hold) before any
+    /// number of it is known.
+    fn waba_records(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>>;
 
     /// Takes the lease `name` of `number` for `holder` for `ttl`, or renews
     /// it when `holder` has it: exactly one holder at a time across every

@@ -675,16 +675,18 @@ impl BreakerStore for RedisStore {
         self.hget(self.keys.wabas(), waba).boxed()
     }
 
-    fn waba_ids(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+    fn waba_records(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
         async move {
             let mut conn = self.shared.conn.clone();
-            self.shared
+            let all: HashMap<String, String> = self
+                .shared
                 .run(
-                    redis::cmd("HKEYS")
+                    redis::cmd("HGETALL")
                         .arg(self.keys.wabas())
                         .query_async(&mut conn),
                 )
-                .await
+                .await?;
+            Ok(all.into_iter().collect())
         }
         .boxed()
     }

@@ -197,6 +197,7 @@ pub struct BreakerMetrics {
     refused: IntCounterVec,
     store_errors: IntCounterVec,
     store_degraded: IntGauge,
+    waba_gated: IntGaugeVec,
     resyncs: IntCounter,
     open_seconds: Histogram,
     probes: IntCounterVec,
@@ -237,6 +238,13 @@ impl BreakerMetrics {
             "wagate_store_degraded",
             "1 while this replica cannot reach the breaker store and serves from its snapshot (/readyz says degraded), else 0.",
         )?;
+        let waba_gated = IntGaugeVec::new(
+            Opts::new(
+                "wagate_waba_gated",
+                "1 for each WABA whose gate stands (every number of it is refused, numbers learned later too), by source: webhook (Meta disabled or deleted the account) or operator (a hold). Absent: not gated.",
+            ),
+            &["waba", "source"],
+        )?;
         let resyncs = IntCounter::new(
             "wagate_store_resyncs_total",
             "Full reloads of the breaker snapshot from the store.",
@@ -264,6 +272,7 @@ impl BreakerMetrics {
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_degraded.clone()))?;
+        registry.register(Box::new(waba_gated.clone()))?;
         registry.register(Box::new(resyncs.clone()))?;
         registry.register(Box::new(open_seconds.clone()))?;
         registry.register(Box::new(probes.clone()))?;
@@ -286,6 +295,7 @@ impl BreakerMetrics {
             refused,
             store_errors,
             store_degraded,
+            waba_gated,
             resyncs,
             open_seconds,
             probes,
@@ -362,6 +372,15 @@ impl BreakerMetrics {
     /// Whether the store is unreachable now, for `wagate_store_degraded`.
     pub fn store_degraded(&self, degraded: bool) {
         self.store_degraded.set(i64::from(degraded));
+    }
+
+    /// Replaces the `wagate_waba_gated` series with `gated`: (WABA, source)
+    /// of each standing gate, at most `metrics.number_series` of them.
+    pub fn waba_gates<'a>(&self, gated: impl Iterator<Item = (&'a str, &'static str)>) {
+        self.waba_gated.reset();
+        for (waba, source) in gated.take(self.number_series) {
+            self.waba_gated.with_label_values(&[waba, source]).set(1);
+        }
     }
 
     /// Counts a full resync.

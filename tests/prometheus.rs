@@ -25,6 +25,9 @@ const LOCKED: &str = "200000000000001";
 const RAMPING: &str = "200000000000002";
 /// Sends normally.
 const SENDING: &str = "200000000000003";
+/// Disabled by Meta through an account_update webhook.
+const DISABLED_WABA: &str = "300000000000009";
+const APP_SECRET: &str = "webhook-app-secret";
 const WAIT: Duration = Duration::from_secs(30);
 /// The most refused sends the retry storm may take.
 const MAX_STORM: usize = 5_000;
@@ -48,7 +51,7 @@ fn config(c: &mut Config) {
     c.health.max_interval = Duration::from_millis(200);
     c.health.waba_budget_per_hour = 3_600_000;
     c.health.access_token = Secret::new("health-token");
-    c.webhook.app_secret = Secret::new("webhook-app-secret");
+    c.webhook.app_secret = Secret::new(APP_SECRET);
 }
 
 async fn send(base: &str, number: &str) -> StatusCode {
@@ -305,6 +308,22 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
         .await
         .unwrap();
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    // Meta disables a WABA: its gate is exported by every replica.
+    let disabled = serde_json::json!({"object": "whatsapp_business_account", "entry": [{
+        "id": DISABLED_WABA, "time": 1786700300, "changes": [{"field": "account_update",
+        "value": {"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "DISABLE"}}}]}]})
+    .to_string();
+    let delivered = http()
+        .post(format!("{base}/webhooks/whatsapp"))
+        .header(
+            "x-hub-signature-256",
+            wagate::graph::sign(APP_SECRET, disabled.as_bytes()),
+        )
+        .body(disabled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), StatusCode::OK);
     // Health finds RAMPING available and starts its ramp: every series
     // the dashboard shows now exists.
     let ramp = format!(r#"wagate_ramp_stage{{phone_number_id="{RAMPING}"}}"#);
@@ -358,7 +377,7 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
     let panels = dashboard_exprs(&dashboard);
     let rules = alert_exprs();
     assert!(panels.len() >= 20, "{} dashboard queries", panels.len());
-    assert_eq!(rules.len(), 9, "the alerting rules");
+    assert_eq!(rules.len(), 10, "the alerting rules");
     let mut failures = Vec::new();
     for (what, expr) in panels.iter().chain(&rules) {
         let answer = prometheus.query(expr).await;
@@ -411,6 +430,19 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
         BTreeSet::from([LOCKED.to_owned()]),
         "WagateBreakerOpen"
     );
+    let locked_rule = &rules
+        .iter()
+        .find(|(n, _)| n == "WagateWabaLocked")
+        .unwrap()
+        .1;
+    let answer = prometheus.query(locked_rule).await;
+    let wabas: Vec<&str> = answer["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metric"]["waba"].as_str())
+        .collect();
+    assert_eq!(wabas, [DISABLED_WABA], "WagateWabaLocked");
 
     // Prometheus loaded the rule file, evaluates every rule without error
     // and holds the breaker-open alert pending for the number.
@@ -422,7 +454,7 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
             .flatten()
             .flat_map(|g| g["rules"].as_array().into_iter().flatten())
             .collect();
-        rules.len() == 9 && rules.iter().all(|r| r["health"] == "ok")
+        rules.len() == 10 && rules.iter().all(|r| r["health"] == "ok")
     })
     .await;
     let alerts = prometheus.get("/api/v1/alerts").await;
@@ -435,5 +467,18 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
                 && a["labels"]["phone_number_id"] == LOCKED
         });
     assert!(pending, "WagateBreakerOpen pending for {LOCKED}: {alerts}");
+    let firing = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| {
+            a["labels"]["alertname"] == "WagateWabaLocked"
+                && a["labels"]["waba"] == DISABLED_WABA
+                && a["state"] == "firing"
+        });
+    assert!(
+        firing,
+        "WagateWabaLocked firing for {DISABLED_WABA}: {alerts}"
+    );
     gateway.stop().await;
 }

@@ -160,6 +160,7 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<axum::
 
 async fn metrics_text(State(state): State<AdminState>) -> Response {
     state.breakers.refresh_store_gauge();
+    state.breakers.refresh_waba_gauge().await;
     (
         [(
             header::CONTENT_TYPE,

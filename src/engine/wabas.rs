@@ -419,6 +419,28 @@ impl Breakers {
         self.inner.store.links().await
     }
 
+    /// Sets `wagate_waba_gated` from the store's WABA records, before a
+    /// scrape: every replica shows every standing gate, whichever replica
+    /// set it, and a restart loses none. Left as it was when the store does
+    /// not answer (`wagate_store_degraded` says so).
+    pub async fn refresh_waba_gauge(&self) {
+        let Ok(records) = self.waba_records().await else {
+            return;
+        };
+        let at = now();
+        self.inner
+            .metrics
+            .waba_gates(records.iter().filter_map(|(waba, record)| {
+                let gate = record.gate.as_ref().filter(|gate| gate.stands(at))?;
+                let source = if gate.hold.is_some() {
+                    "operator"
+                } else {
+                    "webhook"
+                };
+                Some((waba.as_str(), source))
+            }));
+    }
+
     /// Every WABA with a record of its own (a gate, restrictions, events),
     /// in one store read. A record that does not parse reads as empty, as
     /// in [`waba_record`](Self::waba_record).

@@ -325,8 +325,11 @@ impl Admin {
     /// `tokens` in order. Malformed entries are rejected by validation.
     pub fn named_tokens(&self) -> Vec<(String, String)> {
         let mut all = Vec::new();
-        if !self.token.is_empty() {
-            all.push(("admin".to_owned(), self.token.expose().to_owned()));
+        // Trimmed as presented tokens are: a token read from a file (a
+        // Kubernetes Secret made --from-file) often ends in a newline.
+        let token = self.token.expose().trim();
+        if !token.is_empty() {
+            all.push(("admin".to_owned(), token.to_owned()));
         }
         for entry in self.tokens.expose().split(',').map(str::trim) {
             if let Some((name, token)) = entry.split_once(':') {

@@ -269,6 +269,15 @@ fn sentinel_urls_name_a_master_and_an_optional_database() {
 }
 
 #[test]
+fn admin_token_is_trimmed_like_a_presented_token() {
+    let c = parse("[admin]\ntoken = \"t0\\n\"").unwrap();
+    assert_eq!(
+        c.admin.named_tokens(),
+        [("admin".to_owned(), "t0".to_owned())]
+    );
+}
+
+#[test]
 fn admin_tokens_are_named_and_admin_token_is_admin() {
     let c = parse("[admin]\ntoken = \"t0\"\ntokens = \"alice:t1, deploy-bot:t2\"").unwrap();
     let names: Vec<(String, String)> = c.admin.named_tokens();

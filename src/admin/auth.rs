@@ -20,8 +20,9 @@ use super::Rejection;
 const FAILURES_BURST: u32 = 5;
 const FAILURES_PER_MINUTE: u32 = 5;
 
-/// Clients tracked at most; past it, the oldest allowances are forgotten
-/// (`retain_recent`), which only ever lets a client try sooner.
+/// Clients tracked before allowances that are whole again are forgotten
+/// (`retain_recent`), which never lets a client try sooner than its
+/// allowance would.
 const CLIENTS_TRACKED: usize = 10_000;
 
 type Limiter = RateLimiter<
@@ -102,13 +103,18 @@ impl Auth {
                 return Ok(name.clone());
             }
         }
-        if attempted
-            && let Some(ip) = client
-            && let Err(not_until) = self.failures.check_key(&ip)
-        {
-            let wait = not_until.wait_time_from(self.clock.now());
-            self.block(ip, wait);
-            return Err(too_many(wait));
+        if attempted && let Some(ip) = client {
+            if let Err(not_until) = self.failures.check_key(&ip) {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.block(ip, wait);
+                return Err(too_many(wait));
+            }
+            // Clients that fail a few times and stop are forgotten once
+            // their allowance is whole again, so the map stays bounded by
+            // the clients of the last few minutes.
+            if self.failures.len() >= CLIENTS_TRACKED {
+                self.failures.retain_recent();
+            }
         }
         Err(
             Rejection::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").with_header(

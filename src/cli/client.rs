@@ -227,6 +227,15 @@ impl Client {
 /// `url` as `scheme://authority[/prefix]`, checked: http or https, a host,
 /// no query, and no credentials (the token has its own option).
 fn base_url(url: &str) -> Result<String, String> {
+    // Before anything quotes the URL: whatever else is wrong with it, one
+    // with credentials must not be printed.
+    if url.contains('@') {
+        return Err(
+            "--admin-url must not carry credentials: give the token with \
+                    WAGATE_ADMIN_TOKEN or --token"
+                .to_owned(),
+        );
+    }
     let bad = |why: &str| format!("--admin-url {url:?}: {why}");
     let uri: Uri = url
         .trim()
@@ -240,13 +249,6 @@ fn base_url(url: &str) -> Result<String, String> {
         .authority()
         .ok_or_else(|| bad("names no host"))?
         .as_str();
-    if authority.contains('@') {
-        return Err(
-            "--admin-url must not carry credentials: give the token with \
-                    WAGATE_ADMIN_TOKEN or --token"
-                .to_owned(),
-        );
-    }
     if uri.query().is_some() {
         return Err(bad("must not have a query"));
     }
@@ -276,8 +278,15 @@ mod tests {
         ] {
             assert!(base_url(bad).is_err(), "{bad}");
         }
-        let error = base_url("http://admin:hunter2@127.0.0.1:9090").unwrap_err();
-        assert!(!error.contains("hunter2"), "{error}");
+        for with_password in [
+            "http://admin:hunter2@127.0.0.1:9090",
+            "ftp://admin:hunter2@127.0.0.1",
+            "admin:hunter2@127.0.0.1:9090",
+            "http://admin:hunter2@[bad",
+        ] {
+            let error = base_url(with_password).unwrap_err();
+            assert!(!error.contains("hunter2"), "{with_password}: {error}");
+        }
     }
 
     fn client(token: Option<&str>) -> Client {

@@ -51,7 +51,8 @@ fn too_large() -> String {
 ///   a stop;
 /// - a breaker change's 503: a store that fails other than by being
 ///   unreachable (unreachable is the 202);
-/// - a WABA change's 202: a store that can be read but not written.
+/// - a WABA change's 202: a store that takes the WABA's record but not its
+///   numbers' writes (a Cluster with one node down).
 const NOT_PRODUCED: &[(&str, &str, u16)] = &[
     ("/readyz", "get", 503),
     (ACT, "post", 503),

@@ -581,3 +581,34 @@ async fn the_admin_api_refuses_an_oversized_body() {
     let (status, _) = admin_get(gateway.admin, &format!("/admin/breakers/{LOCKED}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was tripped");
 }
+
+/// A write the store refuses (Redis out of memory: not an outage, which
+/// would hold the write back) leaves nothing behind: the operator is told
+/// 503, and the number is not held on this replica either.
+#[tokio::test]
+async fn a_write_the_store_refuses_is_not_kept_on_the_replica() {
+    let redis = RedisServer::start();
+    let sim = sim().await;
+    let url = redis.url();
+    let gateway = InProcess::start(sim.addr, |c| {
+        c.store.redis_url = wagate::config::RedisUrl::new(url.clone());
+        c.admin.token = wagate::config::Secret::new(TOKEN);
+        c.health.enabled = false;
+    })
+    .await;
+    let mut conn = redis.connection();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let trip = format!("/admin/breakers/{OTHER}/trip");
+    let (status, body) = admin_post(gateway.admin, &trip, Some(TOKEN), r#"{"reason":"x"}"#).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(send(&gateway.url(), OTHER).await.status(), StatusCode::OK);
+    let (status, view) = admin_get(gateway.admin, &format!("/admin/breakers/{OTHER}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{view}");
+}

@@ -160,6 +160,20 @@ impl Snapshot {
         Offer::Taken
     }
 
+    /// Makes the snapshot hold `record` for `key` (`None`, or a closed
+    /// record: nothing), whatever version it holds now: the store's record
+    /// after it refused a write, so the local apply of that write does not
+    /// stand.
+    pub(crate) fn reset_to(&self, key: &BreakerKey, record: Option<Breaker>) {
+        let id = key.storage_id();
+        let mut guard = self.write();
+        match record.filter(|r| r.state != State::Closed) {
+            Some(record) => guard.insert(id, record),
+            None => guard.remove(&id),
+        }
+        self.len.store(guard.records.len(), Ordering::Release);
+    }
+
     /// Removes `key` if its held version is at most `version` (a tombstone
     /// written by the store for a closed breaker).
     pub(crate) fn close(&self, key: &BreakerKey, version: u64) {

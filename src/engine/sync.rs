@@ -193,13 +193,30 @@ async fn write(engine: &Inner, job: Job, pending: &mut Vec<Job>) {
             Err(error) => {
                 engine.metrics.store_error("compare_and_set");
                 warn!(%error, key = %key, "breaker store write failed");
+                undo_local_apply(engine, &key).await;
                 answer(reply, Err(error));
                 return;
             }
         }
     }
     warn!(key = %key, "breaker record kept changing under concurrent writes; event dropped");
+    undo_local_apply(engine, &key).await;
     answer(reply, Ok(OperatorOutcome::Unchanged));
+}
+
+/// After a write the store refused (not an outage, which holds the write
+/// back) or one dropped after too many conflicts: the snapshot takes the
+/// store's record again. The local apply must not stand: the caller is told
+/// nothing changed, and a resync would otherwise write the record back
+/// (`restore_lost`). Left as it is when the store cannot be read either.
+async fn undo_local_apply(engine: &Inner, key: &BreakerKey) {
+    match engine.store.get(key.number(), &key.storage_id()).await {
+        Ok(current) => match current.as_ref().map(parse).transpose() {
+            Ok(record) => engine.snapshot.reset_to(key, record),
+            Err(error) => warn!(%error, key = %key, "unreadable breaker record in the store"),
+        },
+        Err(_) => engine.metrics.store_error("get"),
+    }
 }
 
 /// Retries writes held back during an outage, oldest first, each against

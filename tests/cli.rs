@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::gateway::{InProcess, http, sim};
+use support::gateway::{InProcess, http, metric, sim};
 
 const LOCKED: &str = "200000000000001";
 const OTHER: &str = "200000000000002";
@@ -104,6 +104,13 @@ async fn locked_gateway() -> (wagate::sim::SimHandle, InProcess, String) {
         .await
         .unwrap();
     assert_eq!(sent.status(), StatusCode::FORBIDDEN);
+    // The snapshot refuses at once; the trip and its audit line reach the
+    // store just after. `breakers show` reads the trail from the store.
+    let stored = r#"wagate_breaker_transitions_total{cause="131031",from="closed",source="response",to="open"}"#;
+    support::wait_until_async(Duration::from_secs(10), "the trip is stored", || async {
+        metric(gateway.admin, stored).await == 1.0
+    })
+    .await;
     let admin = format!("http://{}", gateway.admin);
     (sim, gateway, admin)
 }

@@ -458,27 +458,26 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
     })
     .await;
     let alerts = prometheus.get("/api/v1/alerts").await;
-    let pending = alerts["data"]["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| {
-            a["labels"]["alertname"] == "WagateBreakerOpen"
-                && a["labels"]["phone_number_id"] == LOCKED
-        });
-    assert!(pending, "WagateBreakerOpen pending for {LOCKED}: {alerts}");
-    let firing = alerts["data"]["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| {
-            a["labels"]["alertname"] == "WagateWabaLocked"
-                && a["labels"]["waba"] == DISABLED_WABA
-                && a["state"] == "firing"
-        });
+    let state_of = |name: &str, label: &str, value: &str| {
+        alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name && a["labels"][label] == value)
+            .and_then(|a| a["state"].as_str())
+    };
+    // Pending for its minute, firing after it on a slow machine.
     assert!(
-        firing,
-        "WagateWabaLocked firing for {DISABLED_WABA}: {alerts}"
+        matches!(
+            state_of("WagateBreakerOpen", "phone_number_id", LOCKED),
+            Some("pending" | "firing")
+        ),
+        "{alerts}"
+    );
+    assert_eq!(
+        state_of("WagateWabaLocked", "waba", DISABLED_WABA),
+        Some("firing"),
+        "{alerts}"
     );
     gateway.stop().await;
 }

@@ -377,7 +377,7 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
     let panels = dashboard_exprs(&dashboard);
     let rules = alert_exprs();
     assert!(panels.len() >= 20, "{} dashboard queries", panels.len());
-    assert_eq!(rules.len(), 10, "the alerting rules");
+    assert_eq!(rules.len(), 11, "the alerting rules");
     let mut failures = Vec::new();
     for (what, expr) in panels.iter().chain(&rules) {
         let answer = prometheus.query(expr).await;
@@ -454,7 +454,7 @@ async fn dashboard_and_alerts_query_what_the_gateway_exports() {
             .flatten()
             .flat_map(|g| g["rules"].as_array().into_iter().flatten())
             .collect();
-        rules.len() == 10 && rules.iter().all(|r| r["health"] == "ok")
+        rules.len() == 11 && rules.iter().all(|r| r["health"] == "ok")
     })
     .await;
     let alerts = prometheus.get("/api/v1/alerts").await;

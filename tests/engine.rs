@@ -1,8 +1,9 @@
 //! The breaker engine (`wagate::engine::Breakers`) on real stores: replicas
 //! racing the same trip on a standalone Redis and on a 3-master Cluster, a
 //! cool-down ending by itself on the embedded store, an operator's reset
-//! reaching another replica, readiness after an outage, and open breakers
-//! written back to a Redis that lost them.
+//! reaching another replica, readiness after an outage, open breakers
+//! written back to a Redis that lost them, and replicas changing one WABA's
+//! record at once.
 
 mod support;
 
@@ -497,4 +498,51 @@ async fn a_display_number_is_resolved_through_the_waba_links() {
         .await
         .unwrap();
     assert_eq!(other_waba, None);
+}
+
+/// Two replicas recording account events on one WABA at once, and an
+/// operator holding it meanwhile: every event and the hold are in the
+/// stored record. The record is replaced only over the one that was read,
+/// so no replica's change overwrites another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_one_waba_are_all_kept() {
+    use wagate::breaker::{EventAction, EventRule};
+    const WABA: &str = "300000000000042";
+    let server = RedisServer::start();
+    let prefix = unique_name("engine-waba");
+    let urls = [server.url()];
+    let a = redis_replica(&urls, redis_options(&prefix)).await;
+    let b = redis_replica(&urls, redis_options(&prefix)).await;
+    let record = EventRule {
+        event: "account_update/ACCOUNT_VIOLATION".to_owned(),
+        action: EventAction::Record,
+        code: None,
+    };
+    let events = (0..9).flat_map(|i| {
+        [&a, &b].map(|replica| {
+            let rule = record.clone();
+            let event = format!("account_update/ACCOUNT_VIOLATION/{i}");
+            async move { replica.engine.waba_event(WABA, &event, &rule, &[]).await }
+        })
+    });
+    let hold = a.engine.waba_operator(
+        WABA,
+        OperatorAction::Trip {
+            reason: "review".to_owned(),
+            by: Some("alice".to_owned()),
+            ttl: None,
+        },
+    );
+    let (recorded, held) =
+        futures_util::future::join(futures_util::future::join_all(events), hold).await;
+    for outcome in recorded {
+        outcome.expect("every event is stored");
+    }
+    assert!(held.expect("the hold is stored").gate_changed);
+    let stored = b.engine.waba_record(WABA).await.unwrap();
+    assert_eq!(stored.events.len(), 19, "{:?}", stored.events);
+    assert_eq!(
+        stored.gate.and_then(|gate| gate.hold).as_deref(),
+        Some("review")
+    );
 }

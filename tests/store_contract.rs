@@ -315,7 +315,8 @@ on_both_stores! {
 
 on_both_stores! {
     /// Number → WABA links and WABA records: stored once, merged (a known
-    /// display number is kept), listed by WABA, and seen by the next handle.
+    /// display number is kept), listed by WABA, and seen by the next handle;
+    /// a WABA record is replaced only over the record that was read.
     async fn links_and_waba_records_are_kept(backend: Backend) {
         use wagate::store::NumberLink;
         let link = |number: &str, waba: &str, display: Option<&str>| NumberLink {
@@ -333,9 +334,23 @@ on_both_stores! {
             assert!(store.link(link("3", "W2", None)).await.unwrap());
             assert_eq!(store.waba("W1").await.unwrap(), None);
             assert!(store.waba_records().await.unwrap().is_empty());
-            store.set_waba("W1", "{\"tripped\":true}".to_owned()).await.unwrap();
+            // A check-and-set: stored only over what was read.
+            assert!(store.replace_waba("W1", None, "{}".to_owned()).await.unwrap());
+            assert!(!store.replace_waba("W1", None, "{\"lost\":1}".to_owned()).await.unwrap());
+            assert!(
+                !store
+                    .replace_waba("W1", Some("{\"other\":2}"), "{\"lost\":2}".to_owned())
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                store
+                    .replace_waba("W1", Some("{}"), "{\"tripped\":true}".to_owned())
+                    .await
+                    .unwrap()
+            );
             // A record for a WABA no number is known of yet.
-            store.set_waba("W9", "{}".to_owned()).await.unwrap();
+            assert!(store.replace_waba("W9", None, "{}".to_owned()).await.unwrap());
         }
         let store = backend.open().await;
         assert_eq!(

@@ -17,6 +17,12 @@ use crate::breaker::{
 };
 use crate::store::{NumberLink, StoreError};
 
+/// Tries of a WABA record's check-and-set before giving up. Each lost try
+/// means another change was stored in between, and each change is stored
+/// once, so a change loses at most once per change racing it: far more
+/// than one WABA ever sees at once.
+const WABA_WRITE_TRIES: usize = 64;
+
 /// Account events kept per WABA, newest last.
 const EVENTS_KEPT: usize = 20;
 
@@ -220,34 +226,38 @@ impl Breakers {
         rule: &EventRule,
         restrictions: &[(String, Option<i64>)],
     ) -> Result<usize, StoreError> {
-        let mut record = self.waba_record(waba).await?;
         let at = now();
-        record.events.push(WabaEvent {
-            event: event.to_owned(),
-            action: rule.action,
-            at,
-        });
-        let excess = record.events.len().saturating_sub(EVENTS_KEPT);
-        record.events.drain(..excess);
-        let mut added = Vec::new();
-        match (rule.action, rule.code) {
-            (EventAction::Trip, Some(code)) => {
-                record.gate = Some(WabaGate {
+        let (record, added) = self
+            .update_waba(waba, |record| {
+                record.events.push(WabaEvent {
                     event: event.to_owned(),
-                    code,
-                    since: at,
-                    hold: None,
-                    until: None,
+                    action: rule.action,
+                    at,
                 });
-            }
-            (EventAction::Lift, _) => record.gate = None,
-            (EventAction::Restrict, Some(code)) => {
-                added = record.restrict(waba, restrictions, code, at);
-            }
-            _ => {}
-        }
-        let body = serde_json::to_string(&record).unwrap_or_default();
-        self.inner.store.set_waba(waba, body).await?;
+                let excess = record.events.len().saturating_sub(EVENTS_KEPT);
+                record.events.drain(..excess);
+                match (rule.action, rule.code) {
+                    (EventAction::Trip, Some(code)) => {
+                        record.gate = Some(WabaGate {
+                            event: event.to_owned(),
+                            code,
+                            since: at,
+                            hold: None,
+                            until: None,
+                        });
+                        Vec::new()
+                    }
+                    (EventAction::Lift, _) => {
+                        record.gate = None;
+                        Vec::new()
+                    }
+                    (EventAction::Restrict, Some(code)) => {
+                        record.restrict(waba, restrictions, code, at)
+                    }
+                    _ => Vec::new(),
+                }
+            })
+            .await?;
         let gate = record.gate.filter(|_| rule.action == EventAction::Trip);
         if gate.is_none() && added.is_empty() {
             return Ok(0);
@@ -278,6 +288,38 @@ impl Breakers {
         Ok(numbers.len())
     }
 
+    /// Reads `waba`'s record, lets `change` change it, and stores it over
+    /// the record it read. When another replica changed the record
+    /// meanwhile, it is read again and `change` applied to it again, so
+    /// neither change is lost. Returns the stored record and what `change`
+    /// returned the last time.
+    async fn update_waba<T>(
+        &self,
+        waba: &str,
+        mut change: impl FnMut(&mut WabaRecord) -> T,
+    ) -> Result<(WabaRecord, T), StoreError> {
+        for _ in 0..WABA_WRITE_TRIES {
+            let held = self.inner.store.waba(waba).await?;
+            let mut record: WabaRecord = held
+                .as_deref()
+                .and_then(|body| serde_json::from_str(body).ok())
+                .unwrap_or_default();
+            let out = change(&mut record);
+            let body = serde_json::to_string(&record).unwrap_or_default();
+            if self
+                .inner
+                .store
+                .replace_waba(waba, held.as_deref(), body)
+                .await?
+            {
+                return Ok((record, out));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "WABA {waba}'s record kept changing under concurrent writes"
+        )))
+    }
+
     /// Applies an operator's action to `waba`: to every number known to
     /// belong to it, and to its gate. A trip gates the WABA, so numbers
     /// learned later are held too (until the `ttl`, if one is given); a reset
@@ -288,40 +330,35 @@ impl Breakers {
         waba: &str,
         action: OperatorAction,
     ) -> Result<WabaOutcome, StoreError> {
-        let mut record = self.waba_record(waba).await?;
-        let gate_before = record.gate.clone();
         let at = now();
         let (word, event_action) = match &action {
-            OperatorAction::Trip { reason, ttl, .. } => {
-                record.gate = Some(WabaGate {
-                    event: "operator/HOLD".to_owned(),
-                    code: 0,
-                    since: at,
-                    hold: Some(reason.clone()),
-                    until: ttl.map(|ttl| at.saturating_add(ttl)),
-                });
-                ("HOLD", EventAction::Trip)
-            }
-            OperatorAction::Reset { .. } => {
-                record.gate = None;
-                ("RESET", EventAction::Lift)
-            }
-            OperatorAction::Release { .. } => {
-                record.gate = None;
-                ("RELEASE", EventAction::Lift)
-            }
+            OperatorAction::Trip { .. } => ("HOLD", EventAction::Trip),
+            OperatorAction::Reset { .. } => ("RESET", EventAction::Lift),
+            OperatorAction::Release { .. } => ("RELEASE", EventAction::Lift),
         };
         let by = action.actor().unwrap_or("unknown");
-        record.events.push(WabaEvent {
-            event: format!("operator/{word}/{by}"),
-            action: event_action,
-            at,
-        });
-        let excess = record.events.len().saturating_sub(EVENTS_KEPT);
-        record.events.drain(..excess);
-        let gate_changed = record.gate != gate_before;
-        let body = serde_json::to_string(&record).unwrap_or_default();
-        self.inner.store.set_waba(waba, body).await?;
+        let (_, gate_changed) = self
+            .update_waba(waba, |record| {
+                let gate_before = record.gate.take();
+                if let OperatorAction::Trip { reason, ttl, .. } = &action {
+                    record.gate = Some(WabaGate {
+                        event: "operator/HOLD".to_owned(),
+                        code: 0,
+                        since: at,
+                        hold: Some(reason.clone()),
+                        until: ttl.map(|ttl| at.saturating_add(ttl)),
+                    });
+                }
+                record.events.push(WabaEvent {
+                    event: format!("operator/{word}/{by}"),
+                    action: event_action,
+                    at,
+                });
+                let excess = record.events.len().saturating_sub(EVENTS_KEPT);
+                record.events.drain(..excess);
+                record.gate != gate_before
+            })
+            .await?;
         let numbers = self.inner.store.numbers_of(waba).await?;
         warn!(
             waba,

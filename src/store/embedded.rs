@@ -358,21 +358,31 @@ impl BreakerStore for EmbeddedStore {
         })
     }
 
-    fn set_waba<'a>(
+    fn replace_waba<'a>(
         &'a self,
         waba: &'a str,
+        expected: Option<&'a str>,
         body: String,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let waba = waba.to_owned();
+        let expected = expected.map(str::to_owned);
+        // One write transaction: redb serializes them, so the check and the
+        // write cannot interleave with another change.
         self.read(move |db, path, _| {
             let txn = db.begin_write().map_err(|e| db_error(path, e))?;
-            txn.open_table(WABAS)
+            let replaced = txn
+                .open_table(WABAS)
                 .and_then(|mut table| {
+                    let held = table.get(waba.as_str())?.map(|v| v.value().to_owned());
+                    if held != expected {
+                        return Ok(false);
+                    }
                     table.insert(waba.as_str(), body.as_str())?;
-                    Ok(())
+                    Ok(true)
                 })
                 .map_err(|e| db_error(path, e))?;
-            txn.commit().map_err(|e| db_error(path, e))
+            txn.commit().map_err(|e| db_error(path, e))?;
+            Ok(replaced)
         })
     }
 

@@ -260,10 +260,17 @@ pub trait BreakerStore: Send + Sync + 'static {
         .boxed()
     }
 
-    /// Stores the WABA's own record: opaque JSON written by the engine, as
-    /// a breaker's body is.
-    fn set_waba<'a>(&'a self, waba: &'a str, body: String)
-    -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Stores the WABA's own record (opaque JSON written by the engine, as
+    /// a breaker's body is) if the record is still `expected` (`None`: there
+    /// was none), so concurrent changes of one WABA on several replicas do
+    /// not overwrite each other. Returns whether it was stored; `false`
+    /// means the record changed since it was read.
+    fn replace_waba<'a>(
+        &'a self,
+        waba: &'a str,
+        expected: Option<&'a str>,
+        body: String,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// The WABA's record, if any.
     fn waba<'a>(&'a self, waba: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;

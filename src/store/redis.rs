@@ -232,6 +232,7 @@ pub struct RedisStore {
     script: Script,
     lease_script: Script,
     rate_script: Script,
+    waba_script: Script,
     _subscriber: SubscriberGuard,
 }
 
@@ -328,6 +329,7 @@ impl RedisStore {
             script: Script::new(include_str!("transition.lua")),
             lease_script: Script::new(include_str!("lease.lua")),
             rate_script: Script::new(include_str!("rate.lua")),
+            waba_script: Script::new(include_str!("waba.lua")),
             _subscriber: subscriber,
         })
     }
@@ -634,12 +636,24 @@ impl BreakerStore for RedisStore {
         self.all_links().boxed()
     }
 
-    fn set_waba<'a>(
+    fn replace_waba<'a>(
         &'a self,
         waba: &'a str,
+        expected: Option<&'a str>,
         body: String,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move { self.hset(self.keys.wabas(), waba, &body).await }.boxed()
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let mut invocation = self.waba_script.key(self.keys.wabas());
+            invocation
+                .arg(waba)
+                .arg(if expected.is_some() { "1" } else { "0" })
+                .arg(expected.unwrap_or_default())
+                .arg(&body);
+            let mut conn = self.shared.conn.clone();
+            let replaced: i64 = self.shared.run(invocation.invoke_async(&mut conn)).await?;
+            Ok(replaced == 1)
+        }
+        .boxed()
     }
 
     fn take_lease<'a>(

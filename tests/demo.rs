@@ -1,6 +1,8 @@
 //! `wagate demo` end to end: the real binary runs the whole story against
 //! its in-process simulator and must finish, in time, with every step told.
 
+mod support;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,18 +14,12 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// The child's exit status, or `None` after killing it (by its pid) at
 /// `deadline`.
 fn wait_or_kill(child: &mut std::process::Child, deadline: Duration) -> Option<i32> {
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status.code().unwrap_or(-1));
-        }
-        if Instant::now() >= until {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let status = support::poll_until(deadline, || child.try_wait().expect("try_wait"));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
+    status.map(|status| status.code().unwrap_or(-1))
 }
 
 #[test]

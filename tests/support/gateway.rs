@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -182,14 +182,7 @@ impl Process {
 
     /// Waits up to `deadline` for the process to exit and returns its code.
     pub(crate) fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
-        let until = Instant::now() + deadline;
-        while Instant::now() < until {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        super::poll_until(deadline, || self.child.try_wait().unwrap()).and_then(|s| s.code())
     }
 
     /// Peak resident memory (VmHWM) in KiB.
@@ -210,14 +203,9 @@ fn wait_for_line(
     deadline: Duration,
     matches: impl Fn(&str) -> bool,
 ) -> Option<String> {
-    let until = Instant::now() + deadline;
-    while Instant::now() < until {
-        if let Some(line) = lines.lock().unwrap().iter().find(|l| matches(l)) {
-            return Some(line.clone());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    super::poll_until(deadline, || {
+        lines.lock().unwrap().iter().find(|l| matches(l)).cloned()
+    })
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {

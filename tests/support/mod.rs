@@ -48,6 +48,23 @@ where
     }
 }
 
+/// The blocking twin of [`wait_until`], for set-up code that is not async
+/// (starting servers, reaping processes): polls `condition` until it gives
+/// a value and returns it, or returns `None` once `timeout` has passed, for
+/// the caller to fail with what it knows (a log, the last answer).
+pub fn poll_until<T>(timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = condition() {
+            return Some(found);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// A name no other test (in this or another concurrently running test
 /// process) uses: for Redis key prefixes and the like.
 pub fn unique_name(base: &str) -> String {

@@ -9,15 +9,13 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 /// How long Prometheus may take to report ready.
 const START_DEADLINE: Duration = Duration::from_secs(30);
-/// Pause between readiness polls.
-const POLL: Duration = Duration::from_millis(50);
 
 /// The Prometheus binary to run; panics, saying how to install it, when
 /// there is none.
@@ -133,26 +131,15 @@ impl Prometheus {
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_DEADLINE;
         let ready = format!("127.0.0.1:{}", self.port);
-        loop {
+        let outcome = super::poll_until(START_DEADLINE, || {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return Err(format!(
-                    "prometheus exited ({status}); log:\n{}",
-                    self.log()
-                ));
+                return Some(Err(format!("prometheus exited ({status})")));
             }
-            if is_ready(&ready) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "prometheus not ready within {START_DEADLINE:?}; log:\n{}",
-                    self.log()
-                ));
-            }
-            std::thread::sleep(POLL);
-        }
+            is_ready(&ready).then_some(Ok(()))
+        })
+        .unwrap_or_else(|| Err(format!("prometheus not ready within {START_DEADLINE:?}")));
+        outcome.map_err(|why| format!("{why}; log:\n{}", self.log()))
     }
 }
 

@@ -12,15 +12,13 @@ use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
 /// How long a server may take to answer PING, or a Cluster to reach
 /// `cluster_state:ok`.
 const START_DEADLINE: Duration = Duration::from_secs(10);
-/// Pause between readiness polls.
-const POLL: Duration = Duration::from_millis(20);
 /// The default Redis port: a shared server may listen there, never use it.
 const SHARED_PORT: u16 = 6379;
 
@@ -156,34 +154,36 @@ impl RedisServer {
             .spawn()
             .map_err(|e| format!("spawn {:?}: {e}", server_binary()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
+        let url = self.url();
+        let mut last_ping = None;
+        let outcome = super::poll_until(START_DEADLINE, || {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 let stderr = child.stderr.take().map(std::io::read_to_string);
+                return Some(Err(format!("exited with {status}; stderr: {stderr:?}")));
+            }
+            let ping = connect(&url).and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            let answered = ping.is_ok();
+            last_ping = Some(ping);
+            answered.then_some(Ok(()))
+        });
+        let why = match outcome {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(exited)) => {
                 self.child = None;
-                return Err(format!(
-                    "redis-server on port {} exited with {status}; stderr: {stderr:?}\nlog:\n{}",
-                    self.port,
-                    self.log()
-                ));
+                exited
             }
-            let ping =
-                connect(&self.url()).and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if ping.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
+            None => {
                 self.kill();
-                return Err(format!(
-                    "redis-server on port {} did not answer PING within {START_DEADLINE:?}: {ping:?}\nlog:\n{}",
-                    self.port,
-                    self.log()
-                ));
+                format!("did not answer PING within {START_DEADLINE:?}: {last_ping:?}")
             }
-            std::thread::sleep(POLL);
-        }
+        };
+        Err(format!(
+            "redis-server on port {} {why}\nlog:\n{}",
+            self.port,
+            self.log()
+        ))
     }
 }
 
@@ -249,24 +249,21 @@ impl RedisCluster {
     }
 
     fn wait_until_ok(&self) {
-        let deadline = Instant::now() + START_DEADLINE;
         for node in &self.nodes {
-            loop {
-                let info: String = redis::cmd("CLUSTER")
+            let mut info = String::new();
+            let ok = super::poll_until(START_DEADLINE, || {
+                info = redis::cmd("CLUSTER")
                     .arg("INFO")
                     .query(&mut node.connection())
                     .unwrap_or_default();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "cluster node {} not ok within {START_DEADLINE:?}:\n{info}\nlog:\n{}",
-                    node.port(),
-                    node.log()
-                );
-                std::thread::sleep(POLL);
-            }
+                info.contains("cluster_state:ok").then_some(())
+            });
+            assert!(
+                ok.is_some(),
+                "cluster node {} not ok within {START_DEADLINE:?}:\n{info}\nlog:\n{}",
+                node.port(),
+                node.log()
+            );
         }
     }
 
@@ -402,14 +399,10 @@ impl RedisSentinel {
             auth: auth.map(|(user, password)| (user.to_owned(), password.to_owned())),
             _dir: dir,
         };
-        let deadline = Instant::now() + START_DEADLINE;
-        while sentinel.master_port().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-sentinel on {port} did not start"
-            );
-            std::thread::sleep(POLL);
-        }
+        assert!(
+            super::poll_until(START_DEADLINE, || sentinel.master_port()).is_some(),
+            "redis-sentinel on {port} did not start"
+        );
         sentinel
     }
 

@@ -4,14 +4,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::browser::Browser;
-use support::gateway::{InProcess, http, sim};
+use support::gateway::{InProcess, admin_get, http, sim};
 use support::wait_until_async;
 
 const LOCKED: &str = "200000000000001";
@@ -33,15 +32,6 @@ async fn send(gateway: &InProcess, number: &str) -> StatusCode {
         .await
         .unwrap()
         .status()
-}
-
-async fn breaker(admin: SocketAddr, number: &str) -> (StatusCode, Value) {
-    let response = http()
-        .get(format!("http://{admin}/admin/breakers/{number}"))
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
 }
 
 /// A number locked at Meta and tripped through the gateway (with `refused`
@@ -181,7 +171,7 @@ async fn an_operator_holds_and_resets_a_tripped_number_from_the_page() {
     browser.type_into("#token", TOKEN).await;
     browser.click("#act-submit").await;
     wait_until_async(WAIT, "the API reports the number held", || async {
-        let (status, body) = breaker(gateway.admin, LOCKED).await;
+        let (status, body) = admin_get(gateway.admin, &format!("/admin/breakers/{LOCKED}")).await;
         status == StatusCode::OK && body["state"] == "held" && body["held_until"].is_string()
     })
     .await;
@@ -215,7 +205,12 @@ async fn an_operator_holds_and_resets_a_tripped_number_from_the_page() {
     wait_until_async(
         WAIT,
         "the API reports no breaker for the number",
-        || async { breaker(gateway.admin, LOCKED).await.0 == StatusCode::NOT_FOUND },
+        || async {
+            admin_get(gateway.admin, &format!("/admin/breakers/{LOCKED}"))
+                .await
+                .0
+                == StatusCode::NOT_FOUND
+        },
     )
     .await;
     wait_for_script(

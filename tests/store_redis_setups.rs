@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::gateway::{Process, http, sim};
+use support::gateway::{Process, send_text, sim};
 use support::redis::{RedisSentinel, RedisServer};
 use support::store_contract::{record, write};
 use wagate::config::{RedisUrl, Store};
@@ -35,6 +35,16 @@ async fn round_trip(store: &dyn BreakerStore, number: &str) {
     let outcome = store.compare_and_set(write(0, &r)).await.expect("write");
     assert_eq!(outcome, CasOutcome::Applied);
     assert_eq!(store.get(number, number).await.expect("read"), Some(r));
+}
+
+/// Waits until `server` holds a key matching `pattern`.
+async fn wait_for_records(server: &RedisServer, pattern: &str, what: &str) {
+    let mut conn = server.connection();
+    support::wait_until(DEADLINE, what, || {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap();
+        !keys.is_empty()
+    })
+    .await;
 }
 
 fn acl_server() -> RedisServer {
@@ -231,24 +241,13 @@ async fn rediss_with_a_private_ca_carries_the_gateways_breakers() {
         ("WAGATE_STORE__REDIS_URL", &url),
         ("WAGATE_STORE__TLS_CA_FILE", ca.to_str().unwrap()),
     ]);
-    let response = http()
-        .post(format!("{}/v24.0/200000000000001/messages", gateway.url()))
-        .json(
-            &serde_json::json!({"messaging_product": "whatsapp", "to": "+15550009999",
-                                   "type": "text", "text": {"body": "hi"}}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = send_text(&gateway.url(), "200000000000001").await;
     assert_eq!(response.status(), 403);
-    let mut plain = redis.connection();
-    support::wait_until(DEADLINE, "the trip is in Redis", || {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("wagate:{200000000000001}:rec:*")
-            .query(&mut plain)
-            .unwrap();
-        !keys.is_empty()
-    })
+    wait_for_records(
+        &redis,
+        "wagate:{200000000000001}:rec:*",
+        "the trip is in Redis",
+    )
     .await;
 }
 
@@ -296,15 +295,7 @@ async fn a_sentinel_master_is_followed_across_a_failover() {
     assert_eq!(store.kind(), "redis");
     round_trip(store.as_ref(), "1001").await;
     // Written on the master, the record reaches the replica.
-    let mut on_replica = replica.connection();
-    support::wait_until(DEADLINE, "the replica has the record", || {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("wagate:*:rec:*")
-            .query(&mut on_replica)
-            .unwrap();
-        !keys.is_empty()
-    })
-    .await;
+    wait_for_records(&replica, "wagate:*:rec:*", "the replica has the record").await;
 
     // The master dies; the Sentinel promotes the replica.
     master.kill();

@@ -55,6 +55,13 @@ pub struct WabaRestriction {
 }
 
 impl WabaRecord {
+    /// The record stored as `body`. One that does not parse reads as empty:
+    /// the numbers' own breakers still hold their state, and the next
+    /// change writes a whole record again.
+    fn parse(body: &str) -> Self {
+        serde_json::from_str(body).unwrap_or_default()
+    }
+
     /// Keeps the business- and customer-initiated restrictions among
     /// `restrictions` that have not ended at `now` (one per class, the
     /// latest end winning), drops those that ended, and returns the ones
@@ -209,8 +216,8 @@ impl Breakers {
             .store
             .waba(waba)
             .await?
-            .and_then(|body| serde_json::from_str(&body).ok())
-            .unwrap_or_default())
+            .as_deref()
+            .map_or_else(WabaRecord::default, WabaRecord::parse))
     }
 
     /// Applies an account event to `waba` as `rule` says: one read and one
@@ -300,10 +307,9 @@ impl Breakers {
     ) -> Result<(WabaRecord, T), StoreError> {
         for _ in 0..WABA_WRITE_TRIES {
             let held = self.inner.store.waba(waba).await?;
-            let mut record: WabaRecord = held
+            let mut record = held
                 .as_deref()
-                .and_then(|body| serde_json::from_str(body).ok())
-                .unwrap_or_default();
+                .map_or_else(WabaRecord::default, WabaRecord::parse);
             let out = change(&mut record);
             let body = serde_json::to_string(&record).unwrap_or_default();
             if self
@@ -479,8 +485,7 @@ impl Breakers {
     }
 
     /// Every WABA with a record of its own (a gate, restrictions, events),
-    /// in one store read. A record that does not parse reads as empty, as
-    /// in [`waba_record`](Self::waba_record).
+    /// in one store read.
     pub async fn waba_records(&self) -> Result<Vec<(String, WabaRecord)>, StoreError> {
         Ok(self
             .inner
@@ -488,7 +493,10 @@ impl Breakers {
             .waba_records()
             .await?
             .into_iter()
-            .map(|(waba, body)| (waba, serde_json::from_str(&body).unwrap_or_default()))
+            .map(|(waba, body)| {
+                let record = WabaRecord::parse(&body);
+                (waba, record)
+            })
             .collect())
     }
 

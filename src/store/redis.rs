@@ -516,6 +516,13 @@ impl RedisStore {
             .await
     }
 
+    async fn hgetall(&self, key: String) -> Result<HashMap<String, String>, StoreError> {
+        let mut conn = self.shared.conn.clone();
+        self.shared
+            .run(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
+            .await
+    }
+
     async fn hset(&self, key: String, field: &str, value: &str) -> Result<(), StoreError> {
         let mut conn = self.shared.conn.clone();
         let _: i64 = self
@@ -553,11 +560,7 @@ impl RedisStore {
 
     async fn all_links(&self) -> Result<Vec<NumberLink>, StoreError> {
         let key = self.keys.links();
-        let mut conn = self.shared.conn.clone();
-        let all: HashMap<String, String> = self
-            .shared
-            .run(redis::cmd("HGETALL").arg(&key).query_async(&mut conn))
-            .await?;
+        let all = self.hgetall(key.clone()).await?;
         all.values()
             .map(|json| NumberLink::parse(|| key.clone(), json))
             .collect()
@@ -690,19 +693,7 @@ impl BreakerStore for RedisStore {
     }
 
     fn waba_records(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
-        async move {
-            let mut conn = self.shared.conn.clone();
-            let all: HashMap<String, String> = self
-                .shared
-                .run(
-                    redis::cmd("HGETALL")
-                        .arg(self.keys.wabas())
-                        .query_async(&mut conn),
-                )
-                .await?;
-            Ok(all.into_iter().collect())
-        }
-        .boxed()
+        async move { Ok(self.hgetall(self.keys.wabas()).await?.into_iter().collect()) }.boxed()
     }
 
     fn audit<'a>(
